@@ -1,0 +1,279 @@
+"""The immutable interaction dataset every layer reads."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from llm4rec.data.vocabulary import Vocabulary
+from llm4rec.errors import InputError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = ["Dataset"]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Interactions plus item/user attribute tables, indexed densely.
+
+    Interaction arrays (all length ``n_interactions``) are sorted in the
+    protocols' chronological order: by user, then timestamp, then item index.
+    Build one with :meth:`from_frame` (it collapses duplicated pairs and
+    re-indexes ids as PROTOCOLS.md says) or with a loader in
+    :mod:`llm4rec.data.sources`.
+
+    Attributes:
+        name: short dataset name, e.g. ``"ml-100k"``.
+        users, items: vocabularies (token <-> index).
+        user, item: int32[n] indices.
+        timestamp: float64[n]; the position in the file when the source has none.
+        rating: float32[n] explicit ratings, or ``None`` for pure implicit data.
+        item_attrs: polars frame with one row per item in index order (column
+            ``item_id`` first), or ``None``.
+        user_attrs: the same for users, or ``None``.
+        text_fields: names of the item attribute columns that hold text.
+    """
+
+    name: str
+    users: Vocabulary
+    items: Vocabulary
+    user: np.ndarray
+    item: np.ndarray
+    timestamp: np.ndarray
+    rating: np.ndarray | None = None
+    item_attrs: pl.DataFrame | None = None
+    user_attrs: pl.DataFrame | None = None
+    text_fields: tuple[str, ...] = ()
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for arr_name in ("item", "timestamp") + (("rating",) if self.rating is not None else ()):
+            if len(getattr(self, arr_name)) != n:
+                raise InputError(f"interaction column {arr_name!r} has a different length",
+                                 value=len(getattr(self, arr_name)), expected=str(n))
+        object.__setattr__(self, "user", _frozen(self.user.astype(np.int32, copy=False)))
+        object.__setattr__(self, "item", _frozen(self.item.astype(np.int32, copy=False)))
+        object.__setattr__(self, "timestamp", _frozen(self.timestamp.astype(np.float64, copy=False)))
+        if self.rating is not None:
+            object.__setattr__(self, "rating", _frozen(self.rating.astype(np.float32, copy=False)))
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_frame(
+        cls,
+        frame: Any,
+        *,
+        name: str = "dataset",
+        item_attrs: Any = None,
+        user_attrs: Any = None,
+        text_fields: tuple[str, ...] = (),
+        source: str = "<frame>",
+    ) -> Dataset:
+        """Build from a table with columns ``user_id``, ``item_id`` and optionally
+        ``timestamp`` and ``rating`` (polars or pandas).
+
+        Rows are read in order. Duplicated (user, item) pairs keep the latest
+        row (largest timestamp; the last row among equal timestamps). Without a
+        ``timestamp`` column the row number is the timestamp. Items and users are
+        re-indexed in ascending token order (numeric when all are integers); the
+        item catalogue is the set of items in the interactions. Attribute tables
+        are keyed by ``item_id`` / ``user_id``; rows for unknown ids are dropped.
+        """
+        import polars as pl
+
+        df = _to_polars(frame)
+        for col in ("user_id", "item_id"):
+            if col not in df.columns:
+                raise InputError("missing column", path=source, column=col,
+                                 expected=f"columns user_id and item_id (found {df.columns})")
+        if df.height == 0:
+            raise InputError("the dataset has no interactions", path=source,
+                             expected="at least one (user, item) row")
+        df = df.with_row_index("_row")
+        cols = [pl.col("user_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8), pl.col("_row")]
+        if "timestamp" in df.columns:
+            cols.append(pl.col("timestamp").cast(pl.Float64))
+        else:
+            cols.append(pl.col("_row").cast(pl.Float64).alias("timestamp"))
+        has_rating = "rating" in df.columns
+        if has_rating:
+            cols.append(pl.col("rating").cast(pl.Float32))
+        df = df.select(cols)
+        for col in ("user_id", "item_id", "timestamp"):
+            nulls = df.get_column(col).is_null()
+            if nulls.any():
+                row = int(df.filter(nulls).get_column("_row")[0])
+                raise InputError("missing value", path=source, line=row + 1, column=col,
+                                 expected="a value in every row")
+        # Keep the latest row of each (user, item) pair.
+        df = (df.sort(["user_id", "item_id", "timestamp", "_row"])
+                .unique(subset=["user_id", "item_id"], keep="last", maintain_order=True))
+        users = Vocabulary.from_tokens(df.get_column("user_id").unique().to_list(), kind="user")
+        items = Vocabulary.from_tokens(df.get_column("item_id").unique().to_list(), kind="item")
+        u = _map_tokens(df.get_column("user_id"), users)
+        i = _map_tokens(df.get_column("item_id"), items)
+        ts = df.get_column("timestamp").to_numpy().astype(np.float64)
+        order = np.lexsort((i, ts, u))
+        rating = df.get_column("rating").to_numpy()[order] if has_rating else None
+        return cls(
+            name=name,
+            users=users,
+            items=items,
+            user=u[order],
+            item=i[order],
+            timestamp=ts[order],
+            rating=rating,
+            item_attrs=_align_attrs(item_attrs, items, "item_id"),
+            user_attrs=_align_attrs(user_attrs, users, "user_id"),
+            text_fields=tuple(text_fields),
+        )
+
+    # --------------------------------------------------------------- queries
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_interactions(self) -> int:
+        return len(self.user)
+
+    @property
+    def user_offsets(self) -> np.ndarray:
+        """int64[n_users + 1]: interactions of user u are rows ``offsets[u]:offsets[u+1]``."""
+        if "offsets" not in self._cache:
+            counts = np.bincount(self.user, minlength=self.n_users)
+            self._cache["offsets"] = _frozen(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        return self._cache["offsets"]
+
+    def matrix(self, values: str = "binary") -> sp.csr_matrix:
+        """User x item CSR matrix (n_users, n_items), float32.
+
+        ``values="binary"`` puts 1 for every interaction (implicit feedback);
+        ``"rating"`` puts the rating (error if the dataset has none).
+        """
+        key = ("matrix", values)
+        if key not in self._cache:
+            if values == "binary":
+                data = np.ones(self.n_interactions, dtype=np.float32)
+            elif values == "rating":
+                if self.rating is None:
+                    raise InputError(f"dataset {self.name!r} has no ratings",
+                                     expected="explicit ratings for values='rating'")
+                data = self.rating
+            else:
+                raise InputError("unknown matrix values", value=values, expected="'binary' or 'rating'")
+            m = sp.csr_matrix((data, (self.user, self.item)), shape=(self.n_users, self.n_items),
+                              dtype=np.float32)
+            m.sort_indices()
+            self._cache[key] = m
+        return self._cache[key]
+
+    def sequences(self) -> list[np.ndarray]:
+        """Per user, the item indices in chronological order (int32 views)."""
+        return np.split(self.item, self.user_offsets[1:-1])
+
+    def subset(self, mask: np.ndarray) -> Dataset:
+        """The same dataset (vocabularies, attributes) with only the masked interactions."""
+        mask = np.asarray(mask, dtype=bool)
+        return Dataset(
+            name=self.name, users=self.users, items=self.items,
+            user=self.user[mask], item=self.item[mask], timestamp=self.timestamp[mask],
+            rating=None if self.rating is None else self.rating[mask],
+            item_attrs=self.item_attrs, user_attrs=self.user_attrs, text_fields=self.text_fields,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of the vocabularies and interaction arrays."""
+        if "fingerprint" not in self._cache:
+            h = hashlib.sha256()
+            for tokens in (self.users.tokens, self.items.tokens):
+                h.update("\x1f".join(map(str, tokens)).encode())
+                h.update(b"\x1e")
+            for arr in (self.user, self.item, self.timestamp):
+                h.update(arr.tobytes())
+            if self.rating is not None:
+                h.update(self.rating.tobytes())
+            self._cache["fingerprint"] = h.hexdigest()[:16]
+        return self._cache["fingerprint"]
+
+    def describe(self) -> dict:
+        """Counts, sparsity and text fields, as printed by ``llm4rec data info``."""
+        seq_len = np.diff(self.user_offsets)
+        item_pop = np.bincount(self.item, minlength=self.n_items)
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": self.n_interactions,
+            "density": self.n_interactions / max(1, self.n_users * self.n_items),
+            "sparsity": 1.0 - self.n_interactions / max(1, self.n_users * self.n_items),
+            "interactions_per_user": {"min": int(seq_len.min()), "median": float(np.median(seq_len)),
+                                      "max": int(seq_len.max())},
+            "interactions_per_item": {"min": int(item_pop.min()), "median": float(np.median(item_pop)),
+                                      "max": int(item_pop.max())},
+            "ratings": None if self.rating is None else {
+                "min": float(self.rating.min()), "max": float(self.rating.max()),
+                "mean": float(self.rating.mean())},
+            "item_columns": [] if self.item_attrs is None else self.item_attrs.columns[1:],
+            "user_columns": [] if self.user_attrs is None else self.user_attrs.columns[1:],
+            "text_fields": list(self.text_fields),
+        }
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, users={self.n_users}, items={self.n_items}, "
+                f"interactions={self.n_interactions})")
+
+
+def _to_polars(frame: Any) -> pl.DataFrame:
+    import polars as pl
+
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if isinstance(frame, pl.LazyFrame):
+        return frame.collect()
+    if type(frame).__module__.startswith("pandas"):
+        return pl.from_pandas(frame)
+    raise InputError("unsupported table type", value=type(frame).__name__,
+                     expected="a polars or pandas DataFrame")
+
+
+def _map_tokens(col: pl.Series, vocab: Vocabulary) -> np.ndarray:
+    import polars as pl
+
+    mapping = pl.DataFrame({"t": [str(t) for t in vocab.tokens],
+                            "i": np.arange(len(vocab), dtype=np.int32)})
+    return (pl.DataFrame({"t": col}).join(mapping, on="t", how="left", maintain_order="left")
+            .get_column("i").to_numpy())
+
+
+def _align_attrs(attrs: Any, vocab: Vocabulary, key: str) -> pl.DataFrame | None:
+    """One attribute row per vocabulary entry, in index order (nulls where missing)."""
+    import polars as pl
+
+    if attrs is None:
+        return None
+    df = _to_polars(attrs)
+    if key not in df.columns:
+        raise InputError("attribute table lacks its key column", column=key,
+                         expected=f"a {key!r} column (found {df.columns})")
+    df = df.with_columns(pl.col(key).cast(pl.Utf8)).unique(subset=[key], keep="first", maintain_order=True)
+    base = pl.DataFrame({key: [str(t) for t in vocab.tokens]})
+    return base.join(df, on=key, how="left", maintain_order="left")
