@@ -210,7 +210,7 @@ def sample_negatives(interacted: sp.csr_matrix, users: np.ndarray, seed: int = 2
         hist = interacted.indices[interacted.indptr[u]:interacted.indptr[u + 1]]
         seen[hist] = True
         n_free = n_items - len(hist)
-        if n_free <= n_neg:
+        if n_free < n_neg:
             free = np.flatnonzero(~seen)
             out[row, : len(free)] = free
         else:

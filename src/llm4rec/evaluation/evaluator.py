@@ -11,7 +11,8 @@ import numpy as np
 
 from llm4rec.data.splits import PROTOCOLS, Stage
 from llm4rec.errors import Llm4recError
-from llm4rec.evaluation.metrics import ranking_metric
+from llm4rec.evaluation.beyond import auc, catalogue_coverage, intra_list_diversity, novelty
+from llm4rec.evaluation.metrics import parse_metric, ranking_metric
 from llm4rec.evaluation.ranking import rank_of, topk
 
 __all__ = ["EvalResult", "evaluate"]
@@ -64,13 +65,17 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
     P-COLD candidates); P-LOO-100 ranks the target among its sampled negatives
     and says so in the result's title.
 
-    ``beyond_accuracy`` adds catalogue coverage and novelty
-    of the top-K lists to ``extra``. ``progress`` is an optional callable
+    ``metrics`` may include ``"AUC"`` (per-user ROC AUC over all unmasked
+    candidates; costs a rank of every score row). ``beyond_accuracy`` adds
+    catalogue coverage, novelty and intra-list diversity of the top-K lists to
+    ``extra``. ``progress`` is an optional callable
     ``progress(n_done_users)``.
     """
     t0 = time.perf_counter()
     metrics = tuple(metrics or stage.metrics)
-    k_max = max(int(m.split("@")[1]) for m in metrics)
+    want_auc = "AUC" in metrics
+    metrics = tuple(m for m in metrics if m != "AUC")
+    k_max = max([parse_metric(m)[1] for m in metrics] or [1])
     users = stage.users
     cands = stage.candidates
     n_cols = stage.fit.n_items if cands is None else len(cands)
@@ -78,7 +83,8 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
     fit_matrix = stage.fit.matrix()
     hits_all = np.zeros((len(users), k_max), dtype=bool)
     n_targets = np.diff(stage.targets.indptr)[users]
-    shown = np.zeros(stage.fit.n_items, dtype=np.int64)
+    lists = np.full((len(users), k_max), -1, dtype=np.int64)
+    auc_all = np.full(len(users), np.nan)
     for start in range(0, len(users), batch):
         ub = users[start:start + batch]
         scores = np.array(model.score(ub, cands), dtype=np.float32)  # (B, C) fresh copy
@@ -87,29 +93,47 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
                                f"{scores.shape}, expected {(len(ub), n_cols)}")
         if np.isnan(scores).any():
             raise Llm4recError(f"model {getattr(model, 'name', model)!r} produced NaN scores")
+        rows = slice(start, start + len(ub))
         if stage.negatives is not None:
-            hits_all[start:start + len(ub)] = _sampled_hits(scores, stage, ub, start, k_max)
-            continue
-        seen = fit_matrix[ub] if cands is None else fit_matrix[ub][:, cands]
-        scores[seen.nonzero()] = -np.inf
-        top = topk(scores, k_max)  # (B, K) column positions, -1 padded
-        items = top if cands is None else np.where(top >= 0, cands[np.maximum(top, 0)], -1)
-        tgt = stage.targets[ub]
-        tgt_dense = tgt.toarray() > 0 if cands is None else tgt[:, cands].toarray() > 0
-        hits_all[start:start + len(ub)] = (top >= 0) & np.take_along_axis(tgt_dense, np.maximum(top, 0), 1)
-        shown += np.bincount(items[items >= 0], minlength=stage.fit.n_items)
+            hits_all[rows] = _sampled_hits(scores, stage, ub, start, k_max)
+        else:
+            seen = fit_matrix[ub] if cands is None else fit_matrix[ub][:, cands]
+            if want_auc:
+                tgt = stage.targets[ub] if cands is None else stage.targets[ub][:, cands]
+                auc_all[rows] = auc(scores, tgt.toarray() > 0, seen.toarray() > 0)
+            scores[seen.nonzero()] = -np.inf
+            hits_all[rows], lists[rows] = _full_ranking_hits(scores, stage, ub, k_max)
         if progress is not None:
             progress(len(ub))
     per_user = {m: ranking_metric(m, hits_all, n_targets) for m in metrics}
+    if want_auc:
+        per_user["AUC"] = auc_all
     extra: dict[str, float] = {}
     if beyond_accuracy and stage.negatives is None and len(users):
-        extra = _beyond_accuracy(shown, stage, k_max)
+        extra = _beyond_accuracy(lists, stage)
     return EvalResult(
         protocol=stage.protocol, stage=stage.name,
-        metrics={m: float(v.mean()) if len(v) else 0.0 for m, v in per_user.items()},
+        metrics={m: float(np.nanmean(v)) if np.isfinite(v).any() else 0.0 for m, v in per_user.items()},
         per_user=per_user, users=users, sampled=stage.negatives is not None,
         eval_seconds=time.perf_counter() - t0, extra=extra,
     )
+
+
+def _full_ranking_hits(scores: np.ndarray, stage: Stage, ub: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k of masked scores (tie rule) -> (hits bool[B, k], item lists int64[B, k], -1 padded)."""
+    cands = stage.candidates
+    top = topk(scores, k)  # (B, k) column positions, -1 padded
+    items = top if cands is None else np.where(top >= 0, cands[np.maximum(top, 0)], -1)
+    # (row, item) membership in the sparse targets through sorted keys: no dense (B, n_items) array
+    tgt = stage.targets[ub]
+    tgt.sort_indices()
+    n = stage.targets.shape[1]
+    keys = np.repeat(np.arange(len(ub), dtype=np.int64), np.diff(tgt.indptr)) * n + tgt.indices
+    if len(keys) == 0:
+        return np.zeros(items.shape, dtype=bool), items
+    query = np.arange(len(ub), dtype=np.int64)[:, None] * n + np.maximum(items, 0)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return (items >= 0) & (keys[pos] == query), items
 
 
 def _sampled_hits(scores: np.ndarray, stage: Stage, ub: np.ndarray, start: int, k: int) -> np.ndarray:
@@ -127,13 +151,19 @@ def _sampled_hits(scores: np.ndarray, stage: Stage, ub: np.ndarray, start: int, 
     return np.arange(k)[None, :] == r[:, None]
 
 
-def _beyond_accuracy(shown: np.ndarray, stage: Stage, k: int) -> dict[str, float]:
-    """Catalogue coverage and mean novelty (-log2 popularity) of the recommended top-K lists."""
-    n_cands = stage.fit.n_items if stage.candidates is None else len(stage.candidates)
-    pop = np.bincount(stage.fit.item, minlength=stage.fit.n_items).astype(np.float64)
-    p = (pop + 1.0) / (stage.fit.n_users + 1.0)  # add-one so never-seen items stay finite
-    total = shown.sum()
+def _beyond_accuracy(lists: np.ndarray, stage: Stage) -> dict[str, float]:
+    """Catalogue coverage, novelty and intra-list diversity of the top-K lists.
+
+    Diversity uses each item's fit-set interaction vector (over users), so two
+    items are similar when the same users consumed them.
+    """
+    k = lists.shape[1]
+    fit = stage.fit
+    n_cands = fit.n_items if stage.candidates is None else len(stage.candidates)
+    covered = catalogue_coverage(lists, fit.n_items) * fit.n_items / max(1, n_cands)
+    pop = np.diff(fit.matrix().tocsc().indptr)  # users per item
     return {
-        f"Coverage@{k}": float((shown > 0).sum() / max(1, n_cands)),
-        f"Novelty@{k}": float((shown * -np.log2(p)).sum() / max(1, total)),
+        f"Coverage@{k}": float(covered),
+        f"Novelty@{k}": float(np.nanmean(novelty(lists, pop, fit.n_users))),
+        f"ILD@{k}": float(np.nanmean(intra_list_diversity(lists, fit.matrix().T.tocsr()))),
     }

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from llm4rec.errors import InputError
+
 __all__ = [
     "RANKING_METRICS", "hit_rate", "recall", "precision", "ndcg", "mrr", "average_precision",
-    "ranking_metric", "rmse", "mae",
+    "parse_metric", "ranking_metric", "rmse", "mae",
 ]
 
 
@@ -69,15 +71,18 @@ RANKING_METRICS = {
 }
 
 
-def ranking_metric(name: str, hits: np.ndarray, n_targets: np.ndarray) -> np.ndarray:
-    """Compute a metric spelled ``"NDCG@10"`` from hits: float64[n_users]."""
-    from llm4rec.errors import InputError
-
+def parse_metric(name: str) -> tuple[str, int]:
+    """``"NDCG@10"`` -> ``("NDCG", 10)``; InputError for anything else."""
     base, _, cut = name.partition("@")
     if base not in RANKING_METRICS or not cut.isdigit() or int(cut) < 1:
         raise InputError("unknown metric", value=name,
                          expected="NAME@K with NAME in " + ", ".join(RANKING_METRICS))
-    k = int(cut)
+    return base, int(cut)
+
+
+def ranking_metric(name: str, hits: np.ndarray, n_targets: np.ndarray) -> np.ndarray:
+    """Compute a metric spelled ``"NDCG@10"`` from hits: float64[n_users]."""
+    base, k = parse_metric(name)
     if hits.shape[1] < k:
         raise InputError("metric cutoff exceeds the list length", value=name,
                          expected=f"K <= {hits.shape[1]}")

@@ -1,0 +1,40 @@
+"""Every registered baseline passes the shared conformance suite."""
+
+from llm4rec.models import MODELS
+from llm4rec.testing import RecommenderConformance
+
+
+class TestPopularity(RecommenderConformance):
+    model_name = "pop"
+    personalised = False
+
+
+class TestItemKNN(RecommenderConformance):
+    model_name = "itemknn"
+    settings = {"neighbors": 20, "shrink": 1.0}
+
+
+class TestItemKNNSmallBlocks(RecommenderConformance):
+    model_name = "itemknn"
+    settings = {"neighbors": 20, "shrink": 1.0, "block_size": 7}
+
+
+class TestEASE(RecommenderConformance):
+    model_name = "ease"
+    settings = {"l2": 10.0}
+
+
+class TestALS(RecommenderConformance):
+    model_name = "als"
+    settings = {"factors": 2, "iterations": 15, "regularization": 0.05, "alpha": 2.0}
+
+
+class TestBPR(RecommenderConformance):
+    model_name = "bpr"
+    settings = {"factors": 8, "iterations": 200, "learning_rate": 0.05}
+    min_parity_share = 0.9
+
+
+def test_every_registered_model_has_a_conformance_class():
+    covered = {cls.model_name for cls in RecommenderConformance.__subclasses__()}
+    assert covered == set(MODELS)
