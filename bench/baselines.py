@@ -67,21 +67,20 @@ def tune(ds, protocol: str, model: str) -> tuple[dict, float, int]:
 
 
 def run_test(path: Path, protocol: str, model: str, settings: dict) -> dict:
-    """Run `llm4rec evaluate` in a child process; add its peak RSS (MiB) to the record."""
+    """Run `llm4rec evaluate` in a child process; add its peak RSS (VmHWM, MiB) to the record."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        cmd = [sys.executable, "-m", "llm4rec.cli.main", "evaluate", "--data", str(path), "--model", model,
+        cmd = [sys.executable, str(ROOT / "bench" / "_peak.py"), "evaluate", "--data", str(path), "--model", model,
                "--protocol", protocol, "--json", str(out)]
         for k, v in settings.items():
             cmd += ["--set", f"{k}={v}"]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        if status != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr}")
         record = json.loads(out.read_text())
-    record["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
+    record["peak_rss_mib"] = float(proc.stdout.strip().splitlines()[-1].split("=")[1])
     record["wall_seconds"] = round(wall, 2)
     return record
 

@@ -126,3 +126,27 @@ def test_evaluate_reproduces_the_reference_on_ml100k(capsys, shared_data, tmp_pa
     rec = json.loads(out_json.read_text())
     assert rec["metrics"]["NDCG@10"] == pytest.approx(0.040884, abs=1e-4)
     assert rec["n_users_evaluated"] == 943 and rec["dataset"] == "ml-100k"
+
+
+@pytest.mark.parametrize(("content", "fragments"), [
+    ("user_id;item_id;rating\na;x;5\n", ["bad.csv", "user_id"]),  # wrong separator: one column found
+    ("user,item\na,x\n", ["bad.csv", "user_id"]),  # missing column
+    ("user_id,item_id,rating\n", ["bad.csv", "no interactions"]),  # empty dataset
+])
+def test_bad_files_name_the_file_and_what_was_expected(capsys, tmp_path, content, fragments):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    code, _, err = run(capsys, "evaluate", "--data", str(bad), "--model", "pop", "--json", str(tmp_path / "o.json"))
+    assert code == 2 and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_fetch_errors_are_clear_offline(capsys, tmp_path, monkeypatch):
+    code, _, err = run(capsys, "data", "fetch", "ml-999k", "--cache-dir", str(tmp_path))
+    assert code == 2 and "unknown dataset" in err and "ml-100k" in err
+    monkeypatch.setenv("LLM4REC_FETCH_BASE_URL", "http://127.0.0.1:9/nothing")  # port 9: nothing listens
+    code, _, err = run(capsys, "data", "fetch", "ml-100k", "--cache-dir", str(tmp_path))
+    assert code == 2 and "127.0.0.1:9" in err and "Traceback" not in err
+    assert not (tmp_path / "ml-100k").exists()

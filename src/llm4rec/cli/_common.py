@@ -14,6 +14,8 @@ from llm4rec.errors import InputError
 __all__ = ["StepReporter", "console", "err_console", "parse_settings", "progress_bar"]
 
 console = Console()
+if not console.is_terminal:  # logs and pipes: wide enough for a metrics table
+    console = Console(width=120)
 err_console = Console(stderr=True)
 
 

@@ -118,16 +118,19 @@ class Dataset:
                 row = int(df.filter(nulls).get_column("_row")[0])
                 raise InputError("missing value", path=source, line=row + 1, column=col,
                                  expected="a value in every row")
-        # Keep the latest row of each (user, item) pair.
-        df = (df.sort(["user_id", "item_id", "timestamp", "_row"])
-                .unique(subset=["user_id", "item_id"], keep="last", maintain_order=True))
         users = Vocabulary.from_tokens(df.get_column("user_id").unique().to_list(), kind="user")
         items = Vocabulary.from_tokens(df.get_column("item_id").unique().to_list(), kind="item")
         u = _map_tokens(df.get_column("user_id"), users)
         i = _map_tokens(df.get_column("item_id"), items)
         ts = df.get_column("timestamp").to_numpy().astype(np.float64)
-        order = np.lexsort((i, ts, u))
-        rating = df.get_column("rating").to_numpy()[order] if has_rating else None
+        rating = df.get_column("rating").to_numpy() if has_rating else None
+        # Keep the latest row of each (user, item) pair: the last after sorting by (u, i, ts, row).
+        by_pair = np.lexsort((np.arange(len(u)), ts, i, u))
+        pu, pi = u[by_pair], i[by_pair]
+        last = np.ones(len(by_pair), dtype=bool)
+        last[:-1] = (pu[1:] != pu[:-1]) | (pi[1:] != pi[:-1])
+        kept = by_pair[last]
+        order = kept[np.lexsort((i[kept], ts[kept], u[kept]))]  # chronological per user
         return cls(
             name=name,
             users=users,
@@ -135,7 +138,7 @@ class Dataset:
             user=u[order],
             item=i[order],
             timestamp=ts[order],
-            rating=rating,
+            rating=None if rating is None else rating[order],
             item_attrs=_align_attrs(item_attrs, items, "item_id"),
             user_attrs=_align_attrs(user_attrs, users, "user_id"),
             text_fields=tuple(text_fields),

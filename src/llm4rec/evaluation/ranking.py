@@ -23,11 +23,15 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
         return out
     if np.isnan(scores).any():
         scores = np.where(np.isnan(scores), -np.inf, scores)
-    kth = _kth_largest(scores, k_eff)  # (b,)
-    allowed = scores > -np.inf
-    r_above, c_above = np.nonzero((scores > kth[:, None]) & allowed)  # fewer than k per row
-    r_tie, c_tie = np.nonzero((scores == kth[:, None]) & allowed)  # row-major: ascending columns
-    need = k_eff - np.bincount(r_above, minlength=b)
+    cand_idx, cand_val = _some_topk(scores, k_eff)  # (b, k) a top-k set, tie order arbitrary
+    kth = cand_val.min(axis=1)  # (b,) the k-th largest value
+    # Columns strictly above the k-th value are all in the candidate set; the ties are scanned for.
+    above = (cand_val > kth[:, None]) & (cand_val > -np.inf)
+    r_above, c_above = np.nonzero(above)[0], cand_idx[above]
+    r_tie, c_tie = np.nonzero(scores == kth[:, None])  # row-major: ascending columns
+    allowed = kth[r_tie] > -np.inf
+    r_tie, c_tie = r_tie[allowed], c_tie[allowed]
+    need = k_eff - above.sum(axis=1)
     tie_pos = np.arange(len(r_tie)) - np.searchsorted(r_tie, np.arange(b))[r_tie]
     first = tie_pos < need[r_tie]  # the smallest-index ties fill the list
     rows = np.concatenate([r_above, r_tie[first]])
@@ -39,18 +43,20 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-#: above this many scores per call, torch.topk (about 3x faster than a partition) finds the k-th value
+#: above this many scores per call, torch.topk (about 3x faster than a partition) is used
 _TORCH_MIN_ELEMENTS = 1 << 22
 
 
-def _kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
-    """The k-th largest value of each row: float[b]."""
-    n = scores.shape[1]
+def _some_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of k largest entries per row (ties in any order): (int64[b, k], float[b, k])."""
     if scores.size >= _TORCH_MIN_ELEMENTS and scores.dtype == np.float32:
         import torch
 
-        return torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True).values[:, -1].numpy()
-    return np.partition(scores, n - k, axis=1)[:, n - k]
+        vals, idx = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False)
+        return idx.numpy(), vals.numpy()
+    n = scores.shape[1]
+    idx = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+    return idx, np.take_along_axis(scores, idx, axis=1)
 
 
 def rank_of(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
