@@ -38,3 +38,15 @@ class TestBPR(RecommenderConformance):
 def test_every_registered_model_has_a_conformance_class():
     covered = {cls.model_name for cls in RecommenderConformance.__subclasses__()}
     assert covered == set(MODELS)
+
+
+def test_scoring_an_out_of_range_item_is_a_clear_error():
+    import pytest
+
+    from llm4rec.errors import InputError
+    from llm4rec.models import create_model
+    from llm4rec.testing import checkerboard
+
+    model = create_model("pop").fit(checkerboard())
+    with pytest.raises(InputError, match="item index out of range"):
+        model.score([0], [999])

@@ -28,10 +28,13 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     # Columns strictly above the k-th value are all in the candidate set; the ties are scanned for.
     above = (cand_val > kth[:, None]) & (cand_val > -np.inf)
     r_above, c_above = np.nonzero(above)[0], cand_idx[above]
-    r_tie, c_tie = np.nonzero(scores == kth[:, None])  # row-major: ascending columns
+    need = k_eff - above.sum(axis=1)  # (b,) list places left for ties
+    tie = scores == kth[:, None]  # (b, n)
+    if tie.sum() > 4 * b * k_eff:  # many ties (e.g. unscored cold items): keep the first `need` per row
+        tie &= np.cumsum(tie, axis=1, dtype=np.int32) <= need[:, None]
+    r_tie, c_tie = np.nonzero(tie)  # row-major: ascending columns
     allowed = kth[r_tie] > -np.inf
     r_tie, c_tie = r_tie[allowed], c_tie[allowed]
-    need = k_eff - above.sum(axis=1)
     tie_pos = np.arange(len(r_tie)) - np.searchsorted(r_tie, np.arange(b))[r_tie]
     first = tie_pos < need[r_tie]  # the smallest-index ties fill the list
     rows = np.concatenate([r_above, r_tie[first]])

@@ -81,6 +81,10 @@ class Recommender(ABC):
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         """float32[len(users), n_items] scores for all items."""
 
+    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """float32[len(users), len(items)]; override to avoid scoring every item."""
+        return self._score_all(users)[:, items]
+
     # -------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:
         if not hasattr(self, "history_"):
@@ -97,11 +101,15 @@ class Recommender(ABC):
     def score(self, users: Any, items: Any = None) -> np.ndarray:
         """Scores float32[len(users), n_items], or [len(users), len(items)] for given items."""
         self._check_fitted()
-        scores = np.asarray(self._score_all(self._users(users)), dtype=np.float32)
-        if items is not None:
-            items = np.asarray(items, dtype=np.int64)
-            scores = scores[:, items]
-        return scores
+        users = self._users(users)
+        if items is None:
+            return np.asarray(self._score_all(users), dtype=np.float32)
+        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        if items.size and (items.min() < 0 or items.max() >= self.n_items_):
+            raise InputError("item index out of range", value=int(items.max() if items.max() >= self.n_items_
+                                                                    else items.min()),
+                             expected=f"0..{self.n_items_ - 1}")
+        return np.asarray(self._score_items(users, items), dtype=np.float32)
 
     def recommend(self, users: Any, k: int = 10, *, exclude_seen: bool = True,
                   items: Any = None) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,9 @@ class EASE(Recommender):
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self.history_[users] @ self.weights_, dtype=np.float32)  # (B, I)
 
+    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self.history_[users] @ self.weights_[:, items], dtype=np.float32)  # (B, |items|)
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights_}
 

@@ -59,6 +59,9 @@ class _ImplicitMF(Recommender):
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T  # (B, F) @ (F, I)
 
+    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.user_factors_[users] @ self.item_factors_[items].T  # (B, F) @ (F, |items|)
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
 

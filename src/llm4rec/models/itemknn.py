@@ -54,6 +54,9 @@ class ItemKNN(Recommender):
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return np.asarray((self.history_[users] @ self.similarity_).toarray(), dtype=np.float32)
 
+    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.asarray((self.history_[users] @ self.similarity_[:, items]).toarray(), dtype=np.float32)
+
     def _state(self) -> dict[str, np.ndarray]:
         s = self.similarity_
         return {"sim_indptr": s.indptr, "sim_indices": s.indices, "sim_data": s.data}

@@ -25,6 +25,9 @@ class Popularity(Recommender):
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.item_counts_, (len(users), self.n_items_)).copy()
 
+    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.item_counts_[items], (len(users), len(items))).copy()
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"item_counts": self.item_counts_}
 
