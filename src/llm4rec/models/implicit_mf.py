@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import abstractmethod
 
 import numpy as np
@@ -15,7 +14,6 @@ __all__ = ["ALS", "ALSConfig", "BPR", "BPRConfig"]
 
 def _blas_single_thread():
     """implicit's kernels are parallel themselves; a threaded BLAS underneath only slows them."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, "blas")
