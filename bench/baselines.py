@@ -85,12 +85,15 @@ def run_test(path: Path, protocol: str, model: str, settings: dict) -> dict:
 
 
 def main() -> None:
+    from llm4rec.data import PROTOCOLS
     from llm4rec.data.sources import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--models", default=",".join(GRIDS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "baselines.json"))
+    ap.add_argument("--reuse-choice", action="store_true",
+                    help="skip tuning where the results file already holds a choice (re-measure the test run)")
     args = ap.parse_args()
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else []
@@ -102,7 +105,13 @@ def main() -> None:
             chosen: dict[str, tuple] = {}
             for protocol in protocols:
                 t0 = time.perf_counter()
-                if protocol == "loo100" or (protocol == "cold" and "loo" in chosen):
+                previous = [r for r in results if r["dataset"] == ds.name and r["model"] == model
+                            and r["protocol"] == PROTOCOLS[protocol]["title"]]
+                if args.reuse_choice and previous:
+                    p = previous[0]
+                    settings, valid_value, tried = p["chosen_settings"], p["valid_metric"], p["configs_tried"]
+                    chosen[protocol] = (settings, valid_value, tried)
+                elif protocol == "loo100" or (protocol == "cold" and "loo" in chosen):
                     # loo100 has no tuning of its own; on P-COLD these ID-only models have no signal for
                     # items without interactions, so the P-LOO validation choice is reused.
                     settings, valid_value, tried = chosen["loo"]
@@ -111,8 +120,9 @@ def main() -> None:
                     chosen[protocol] = (settings, valid_value, tried)
                 tune_seconds = time.perf_counter() - t0
                 record = run_test(path, protocol, model, settings)
-                record.update(valid_metric=valid_value, configs_tried=tried, tune_seconds=round(tune_seconds, 1),
-                              chosen_settings=settings)
+                record.update(valid_metric=valid_value, configs_tried=tried, chosen_settings=settings,
+                              tune_seconds=previous[0]["tune_seconds"] if args.reuse_choice and previous
+                              else round(tune_seconds, 1))
                 results = [r for r in results if not (r["dataset"] == record["dataset"] and
                                                       r["protocol"] == record["protocol"] and
                                                       r["model"] == model)]

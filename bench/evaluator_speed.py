@@ -91,7 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     out = {"ml100k": ml100k_ease(), "scale": scale(args.users, args.items)}
     print(json.dumps(out, indent=2))
-    path = ROOT / "bench" / "results" / "evaluator_speed.json"
+    path = ROOT / "bench" / "results" / f"evaluator_speed_{args.users}x{args.items}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
 

@@ -17,7 +17,8 @@ def baselines_table(records: list[dict]) -> str:
         metrics = list(rows[0]["metrics"])
         extra = list(rows[0].get("extra_metrics", {}))
         ranking = rows[0].get("ranking", "full")
-        lines.append(f"\n#### {dataset}, {protocol} ({ranking} ranking), {rows[0]['n_users_evaluated']} users\n")
+        ranking = "full ranking" if ranking == "full" else ranking.replace("sampled", "sampled ranking")
+        lines.append(f"\n#### {dataset}, {protocol}, {ranking}, {rows[0]['n_users_evaluated']} users\n")
         head = ["model", "chosen settings (valid stage)", *metrics, *extra, "fit s", "eval s", "peak RSS MiB"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
