@@ -36,7 +36,12 @@ class TestBPR(RecommenderConformance):
 
 
 def test_every_registered_model_has_a_conformance_class():
-    covered = {cls.model_name for cls in RecommenderConformance.__subclasses__()}
+    import sys
+
+    module = sys.modules[__name__]
+    covered = {getattr(module, n).model_name for n in dir(module)
+               if isinstance(getattr(module, n), type) and issubclass(getattr(module, n), RecommenderConformance)
+               and getattr(module, n) is not RecommenderConformance}
     assert covered == set(MODELS)
 
 
@@ -50,3 +55,17 @@ def test_scoring_an_out_of_range_item_is_a_clear_error():
     model = create_model("pop").fit(checkerboard())
     with pytest.raises(InputError, match="item index out of range"):
         model.score([0], [999])
+
+
+class TestEnsemble(RecommenderConformance):
+    model_name = "ensemble"
+    settings = {"models": "ease,pop", "settings": '{"ease": {"l2": 10}}', "grid_step": 0.5}
+
+
+class TestEnsembleRRF(RecommenderConformance):
+    model_name = "ensemble"
+    settings = {"models": ["itemknn", "ease"], "method": "rrf", "weights": [0.5, 0.5]}
+
+
+class TestSemanticKNN(RecommenderConformance):
+    model_name = "semantic-knn"

@@ -8,6 +8,7 @@ import traceback
 import typer
 
 from llm4rec.cli.data_cmd import data_app
+from llm4rec.cli.embed_cmd import embed_command
 from llm4rec.cli.evaluate_cmd import evaluate_command
 from llm4rec.cli.quickstart_cmd import quickstart_command
 from llm4rec.errors import Llm4recError
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("evaluate")(evaluate_command)
+app.command("embed")(embed_command)
 app.command("quickstart")(quickstart_command)
 
 _state = {"debug": False}

@@ -25,6 +25,20 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def item_labels(data: Any) -> np.ndarray:
+    """Display names of items (str[n_items]): the title column when there is one, else the id."""
+    import polars as pl
+
+    labels = np.asarray([str(t) for t in data.items.tokens])
+    attrs = data.item_attrs
+    for column in ("title", "movie_title", "name"):
+        if attrs is not None and column in attrs.columns:
+            titles = attrs.get_column(column).cast(pl.Utf8).fill_null("").to_numpy().astype(str)
+            labels = np.where(titles != "", titles, labels)
+            break
+    return labels.astype(str)
+
+
 class Recommender(ABC):
     """Fit on a fit set, score users against items, recommend, save, load.
 
@@ -71,6 +85,7 @@ class Recommender(ABC):
             raise InputError("cannot fit on an empty fit set", expected="at least one interaction")
         self.n_users_, self.n_items_ = data.n_users, data.n_items
         self.history_ = data.matrix().astype(np.float32)
+        self.item_labels_ = item_labels(data)
         self._fit(data)
         return self
 
@@ -148,6 +163,7 @@ class Recommender(ABC):
         path = Path(path)
         h = self.history_
         arrays = {"history_indptr": h.indptr, "history_indices": h.indices, "history_data": h.data,
+                  "item_labels": self.item_labels_,
                   **{f"state_{k}": np.asarray(v) for k, v in self._state().items()}}
         meta = {"model": self.name, "config": self.config.model_dump(mode="json"),
                 "n_users": self.n_users_, "n_items": self.n_items_, "format_version": FORMAT_VERSION}
@@ -177,6 +193,7 @@ class Recommender(ABC):
         model.history_ = sp.csr_matrix(
             (arrays["history_data"], arrays["history_indices"], arrays["history_indptr"]),
             shape=(model.n_users_, model.n_items_))
+        model.item_labels_ = arrays["item_labels"]
         model._set_state({k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")})
         return model
 

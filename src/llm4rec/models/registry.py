@@ -15,6 +15,8 @@ MODELS: dict[str, str] = {
     "ease": "llm4rec.models.ease:EASE",
     "als": "llm4rec.models.implicit_mf:ALS",
     "bpr": "llm4rec.models.implicit_mf:BPR",
+    "semantic-knn": "llm4rec.models.semantic_knn:SemanticKNN",
+    "ensemble": "llm4rec.models.ensemble:Ensemble",
 }
 
 

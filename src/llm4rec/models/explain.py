@@ -1,0 +1,35 @@
+"""Explanations: which history items made a model recommend an item, in numbers and words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["explanation"]
+
+
+def explanation(model: Any, user: int, item: int, history: np.ndarray, contributions: np.ndarray, *,
+                top: int = 3, reason: str = "similar to") -> dict[str, Any]:
+    """Build the ``explain(user, item)`` answer from per-history-item contributions.
+
+    ``history``: int[h] item indices of the user's history; ``contributions``:
+    float[h], how much each added to the score. Returns ``{"user", "item",
+    "label", "score", "because": [{"item", "label", "weight"}, ...], "text"}``
+    with the ``top`` largest positive contributions, largest first.
+    """
+    history = np.asarray(history, dtype=np.int64)
+    contributions = np.asarray(contributions, dtype=np.float64)
+    order = np.argsort(-contributions, kind="stable")
+    order = order[contributions[order] > 0][:top]
+    labels = model.item_labels_
+    because = [{"item": int(history[j]), "label": str(labels[history[j]]),
+                "weight": round(float(contributions[j]), 6)} for j in order]
+    score = float(model.score([user], [item])[0, 0])
+    if because:
+        named = ", ".join(f"'{b['label']}'" for b in because)
+        text = f"'{labels[item]}' is recommended because it is {reason} {named}, which you interacted with."
+    else:
+        text = f"'{labels[item]}' is recommended for its overall score; no single history item stands out."
+    return {"user": int(user), "item": int(item), "label": str(labels[item]), "score": score,
+            "because": because, "text": text}
