@@ -69,3 +69,28 @@ class TestEnsembleRRF(RecommenderConformance):
 
 class TestSemanticKNN(RecommenderConformance):
     model_name = "semantic-knn"
+
+
+class TestLLMRerank(RecommenderConformance):
+    model_name = "llm-rerank"
+    # A short prompt and few candidates keep the class within a minute on 2 cores (the LM loads once).
+    settings = {"first_stage_settings": {"l2": 10.0}, "candidates": 2, "history": 2, "num_threads": 1,
+                "system": "Answer Yes or No.", "prompt": "Liked: {history}\nLike {candidate}?"}
+
+    def test_score_subset_of_items_matches_full(self, fitted, data):
+        """Scoring given items re-ranks among them (P-COLD), so a subset is not a column slice; all items are."""
+        import numpy as np
+
+        everything = np.arange(data.n_items)
+        np.testing.assert_allclose(fitted.score([1, 2], everything), fitted.score([1, 2]), rtol=1e-6)
+        items = np.array([3, 0, 7])
+        first = fitted.first_stage_.score([1, 2], items)
+        sub = fitted.score([1, 2], items)
+        seen = data.matrix()[[1, 2]][:, items].toarray() > 0
+        for r in range(2):
+            masked = np.where(seen[r], -np.inf, first[r])
+            cands = np.argsort(-masked, kind="stable")[:min(2, int(np.isfinite(masked).sum()))]
+            rest = np.setdiff1d(np.arange(len(items)), cands)
+            np.testing.assert_array_equal(sub[r, rest], first[r, rest])
+            if len(cands) and len(rest):
+                assert sub[r, cands].min() > sub[r, rest].max()

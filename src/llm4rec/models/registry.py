@@ -15,6 +15,7 @@ MODELS: dict[str, str] = {
     "ease": "llm4rec.models.ease:EASE",
     "als": "llm4rec.models.implicit_mf:ALS",
     "bpr": "llm4rec.models.implicit_mf:BPR",
+    "llm-rerank": "llm4rec.models.rerank:LLMRerank",
     "semantic-knn": "llm4rec.models.semantic_knn:SemanticKNN",
     "ensemble": "llm4rec.models.ensemble:Ensemble",
 }

@@ -1,0 +1,262 @@
+"""The one training loop.
+
+A model describes what to learn as a :class:`TrainingTask` (build the module,
+make a typed batch from example indices, compute the batch loss, score users
+for validation); :class:`Trainer` owns everything else: seeding, epochs,
+shuffling (or Poisson sampling under DP), the optimiser, DP-SGD through
+Opacus with its privacy accounting, validation with the project's evaluator,
+early stopping with the best weights restored, the progress bar and the run
+directory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from llm4rec.errors import InputError
+from llm4rec.training.callbacks import Callback, EarlyStopping, ProgressBar, RunLogger
+from llm4rec.training.config import TrainingConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from llm4rec.data import Stage
+
+__all__ = ["TrainResult", "TrainState", "Trainer", "TrainingTask", "Validation"]
+
+
+class TrainingTask(Protocol):
+    """What a model hands to the :class:`Trainer`.
+
+    ``n_examples`` training examples are addressed by index 0..n-1; the
+    trainer draws the indices of each batch.
+    """
+
+    n_examples: int
+
+    def build(self) -> torch.nn.Module:
+        """Create the module; called once, after the trainer has seeded torch."""
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator) -> Any:
+        """The typed batch of examples ``index`` (int64[B]); ``rng`` draws negatives, augmentation."""
+
+    def loss(self, module: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """Scalar loss: the mean over the batch of per-example losses.
+
+        ``module`` is the built module, or its Opacus wrapper under DP: call
+        it (``module(...)``), do not reach inside, and keep examples apart.
+        """
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """float32[len(users), n_items or len(items)] with the current weights (validation)."""
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A validation metric other than a stage's NDCG (e.g. RMSE of held-out ratings).
+
+    ``compute()`` is called after every epoch with the module in eval mode and
+    gradients off; ``name`` is its column in the history (``valid_RMSE``).
+    """
+
+    name: str
+    compute: Callable[[], float]
+    higher_is_better: bool = True
+
+
+@dataclass
+class TrainState:
+    """What the trainer knows while it runs (handed to the callbacks)."""
+
+    options: TrainingConfig
+    module: Any
+    monitor: str | None
+    batches_per_epoch: int
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    epsilon: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :meth:`Trainer.fit`.
+
+    ``module`` holds the restored best weights (the last ones without
+    validation). ``history`` has one record per epoch (see
+    :mod:`llm4rec.training.callbacks`). ``epsilon`` is the DP budget spent at
+    ``delta`` (None without DP).
+    """
+
+    module: Any
+    history: list[dict[str, float]]
+    best_epoch: int | None
+    best_value: float | None
+    monitor: str | None
+    epsilon: float | None
+    delta: float | None
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly summary (no per-epoch history)."""
+        return {"epochs_run": len(self.history), "best_epoch": self.best_epoch, "best_value": self.best_value,
+                "monitor": self.monitor, "epsilon": self.epsilon, "delta": self.delta,
+                "seconds": round(self.seconds, 3),
+                "seconds_per_epoch": round(self.seconds / max(1, len(self.history)), 3)}
+
+
+class Trainer:
+    """Fit a :class:`TrainingTask` under :class:`TrainingConfig` options.
+
+    ``config`` is the resolved model config recorded in the run directory
+    (``{"model": name, "config": {...}}``).
+    """
+
+    def __init__(self, options: TrainingConfig, config: dict[str, Any] | None = None,
+                 callbacks: list[Callback] | None = None) -> None:
+        self.options, self.config, self.extra_callbacks = options, config or {}, list(callbacks or [])
+
+    def fit(self, task: TrainingTask, valid: Stage | Validation | None = None) -> TrainResult:
+        """Train; validate after every epoch on ``valid``, keep the best epoch.
+
+        With a :class:`~llm4rec.data.Stage` (held-out targets) the metric is
+        NDCG at the stage's cutoff (``valid_NDCG@10`` for a P-LOO-like stage,
+        ``valid_NDCG@20`` for a P-COLD-like one), computed by
+        :func:`llm4rec.evaluation.evaluate` on ``task.score``; a
+        :class:`Validation` brings its own metric.
+        """
+        import torch
+
+        opt = self.options
+        if task.n_examples == 0:
+            raise InputError("nothing to train on", expected="at least one training example")
+        threads = torch.get_num_threads()
+        if opt.threads:
+            torch.set_num_threads(opt.threads)
+        try:
+            return self._fit(task, valid)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, task: TrainingTask, valid: Stage | Validation | None) -> TrainResult:
+        import torch
+
+        opt = self.options
+        t0 = time.perf_counter()
+        torch.manual_seed(opt.seed)
+        rng = np.random.default_rng(opt.seed)
+        module = task.build()
+        optimizer = torch.optim.Adam(module.parameters(), lr=opt.lr, weight_decay=opt.l2)
+        dp = opt.dp_noise_multiplier > 0
+        trained, accountant = module, None
+        sample_rate = min(1.0, opt.batch_size / task.n_examples)
+        if dp:
+            trained, optimizer, accountant = _make_private(module, optimizer, opt)
+        check = None if valid is None else valid if isinstance(valid, Validation) else _ndcg(task, valid)
+        monitor = None if check is None else check.name
+        n_batches = math.ceil(task.n_examples / opt.batch_size)
+        state = TrainState(opt, module, monitor, n_batches)
+        callbacks = self._callbacks(check)
+        for cb in callbacks:
+            cb.on_train_begin(state)
+        try:
+            for epoch in range(1, opt.epochs + 1):
+                state.epoch = epoch
+                e0 = time.perf_counter()
+                module.train()
+                total = count = 0.0
+                for index in self._epoch(task.n_examples, rng, dp):
+                    if dp:
+                        accountant.step(noise_multiplier=opt.dp_noise_multiplier, sample_rate=sample_rate)
+                        if len(index) == 0:  # a Poisson draw can be empty: no data, nothing to release
+                            continue
+                    loss = task.loss(trained, task.batch(index, rng))
+                    optimizer.zero_grad(set_to_none=True)
+                    with warnings.catch_warnings():  # Opacus' hooks fire on outputs when no input needs grad
+                        warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+                        loss.backward()
+                    optimizer.step()
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise InputError("the training loss is not finite", value=value,
+                                         expected="a smaller lr or a stronger l2")
+                    total, count = total + value * len(index), count + len(index)
+                    for cb in callbacks:
+                        cb.on_batch_end(state, value)
+                record = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - e0}
+                if check is not None:
+                    module.eval()
+                    with torch.no_grad():
+                        record[monitor] = float(check.compute())
+                if dp:
+                    state.epsilon = float(accountant.get_epsilon(opt.dp_delta))
+                    record["epsilon"] = state.epsilon
+                state.history.append(record)
+                stop = [cb.on_epoch_end(state, record) for cb in callbacks]
+                if any(stop):
+                    break
+            state.seconds = time.perf_counter() - t0
+        finally:
+            if dp:
+                trained._close()  # removes Opacus' hooks; ``module`` is the plain module again
+            module.eval()
+            for cb in callbacks:
+                cb.on_train_end(state)
+        return TrainResult(module, state.history, state.best_epoch, state.best_value, monitor, state.epsilon,
+                           opt.dp_delta if dp else None, state.seconds)
+
+    def _callbacks(self, check: Validation | None) -> list[Callback]:
+        opt = self.options
+        out: list[Callback] = []
+        if check is not None:
+            out.append(EarlyStopping(check.name, opt.patience, higher_is_better=check.higher_is_better))
+        if opt.progress:
+            out.append(ProgressBar())
+        if opt.run_dir is not None:
+            out.append(RunLogger(opt.run_dir, self.config))
+        return out + self.extra_callbacks
+
+    def _epoch(self, n: int, rng: np.random.Generator, poisson: bool) -> Iterator[np.ndarray]:
+        """Example indices per step: a shuffled partition, or (DP) independent Poisson draws."""
+        bs = self.options.batch_size
+        if poisson:
+            q = min(1.0, bs / n)
+            for _ in range(math.ceil(n / bs)):
+                yield np.flatnonzero(rng.random(n) < q)
+            return
+        order = rng.permutation(n)
+        for start in range(0, n, bs):
+            yield order[start:start + bs]
+
+
+def _ndcg(task: TrainingTask, stage: Stage) -> Validation:
+    """NDCG at the stage's cutoff, by the project's evaluator, on ``task.score``."""
+    from llm4rec.evaluation.evaluator import evaluate
+
+    metric = f"NDCG@{stage.k}"
+    return Validation(f"valid_{metric}", lambda: evaluate(task, stage, metrics=(metric,),
+                                                          beyond_accuracy=False).metrics[metric])
+
+
+def _make_private(module: Any, optimizer: Any, opt: TrainingConfig) -> tuple[Any, Any, Any]:
+    """Opacus pieces for DP-SGD: the per-example-gradient wrapper, the noisy optimiser, the RDP accountant."""
+    import torch
+    from opacus import GradSampleModule
+    from opacus.accountants import RDPAccountant
+    from opacus.optimizers import DPOptimizer
+
+    wrapped = GradSampleModule(module, loss_reduction="mean")
+    noise = torch.Generator().manual_seed(opt.seed)
+    dp_optimizer = DPOptimizer(optimizer, noise_multiplier=opt.dp_noise_multiplier,
+                               max_grad_norm=opt.dp_max_grad_norm, expected_batch_size=opt.batch_size,
+                               loss_reduction="mean", generator=noise)
+    return wrapped, dp_optimizer, RDPAccountant()

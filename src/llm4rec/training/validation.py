@@ -1,0 +1,65 @@
+"""Validation carved deterministically out of a fit set.
+
+``fit(dataset)`` only sees the fit set, so early stopping needs part of it
+held out. :func:`holdout` returns the training part (a :class:`Dataset`) and a
+:class:`~llm4rec.data.Stage` whose targets are the held-out interactions, so
+the project's evaluator measures validation exactly as it measures test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from llm4rec.data import Dataset, Stage
+from llm4rec.errors import InputError
+
+__all__ = ["holdout"]
+
+#: share of items whose interactions are held out by ``how="items"``
+ITEM_SHARE = 0.1
+
+
+def holdout(dataset: Dataset, how: str, seed: int = 2026) -> tuple[Dataset, Stage | None]:
+    """Split ``dataset`` into (training part, validation stage).
+
+    how:
+        ``"last"``: each user with >= 3 interactions loses the last one
+            (chronological order) to the targets; P-LOO's rule, ranking all
+            items (stage protocol ``loo``: NDCG@10).
+        ``"items"``: ``floor(0.1 * m + 0.5)`` of the m items with interactions,
+            drawn with ``np.random.default_rng(seed)``, lose all their
+            interactions to the targets; users with a target and a training
+            interaction rank those items only (P-COLD's rule, NDCG@20).
+        ``"none"``: the whole dataset, no stage.
+
+    The stage is ``None`` when nobody qualifies (e.g. every user has two
+    interactions); the training part is then the whole dataset.
+    """
+    if how == "none":
+        return dataset, None
+    n = dataset.n_interactions
+    if how == "last":
+        offsets = dataset.user_offsets
+        ends = offsets[1:][np.diff(offsets) >= 3] - 1
+        held = np.zeros(n, dtype=bool)
+        held[ends] = True
+        candidates = None
+    elif how == "items":
+        present = np.flatnonzero(np.bincount(dataset.item, minlength=dataset.n_items) > 0)
+        chosen = np.random.default_rng(seed).permutation(present)[: math.floor(ITEM_SHARE * len(present) + 0.5)]
+        candidates = np.sort(chosen).astype(np.int64)
+        held = np.isin(dataset.item, candidates)
+    else:
+        raise InputError("unknown validation hold-out", value=how, expected="'last', 'items' or 'none'")
+    train = dataset.subset(~held)
+    targets = sp.csr_matrix((np.ones(int(held.sum()), dtype=np.float32), (dataset.user[held], dataset.item[held])),
+                            shape=(dataset.n_users, dataset.n_items))
+    targets.sort_indices()
+    has_train = np.bincount(train.user, minlength=dataset.n_users) > 0
+    users = np.flatnonzero((np.diff(targets.indptr) > 0) & has_train).astype(np.int64)
+    if len(users) == 0 or train.n_interactions == 0:
+        return dataset, None
+    return train, Stage("loo" if how == "last" else "cold", "valid", train, targets, users, candidates=candidates)
