@@ -94,3 +94,12 @@ class TestLLMRerank(RecommenderConformance):
             np.testing.assert_array_equal(sub[r, rest], first[r, rest])
             if len(cands) and len(rest):
                 assert sub[r, cands].min() > sub[r, rest].max()
+
+
+class TestTwoTower(RecommenderConformance):
+    model_name = "llm-two-tower"
+    # A linear 16-d item tower, no validation hold-out (the checkerboard is small): a few seconds. The
+    # checkerboard's timestamps follow item order, so next-item histories would learn that order, not
+    # the parity: train on the users' other items instead.
+    settings = {"dim": 16, "hidden": 0, "negatives": 10, "batch_size": 32, "epochs": 15, "lr": 0.01,
+                "valid": "none", "history": "others"}

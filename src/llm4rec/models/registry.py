@@ -16,6 +16,7 @@ MODELS: dict[str, str] = {
     "als": "llm4rec.models.implicit_mf:ALS",
     "bpr": "llm4rec.models.implicit_mf:BPR",
     "llm-rerank": "llm4rec.models.rerank:LLMRerank",
+    "llm-two-tower": "llm4rec.models.two_tower:TwoTower",
     "semantic-knn": "llm4rec.models.semantic_knn:SemanticKNN",
     "ensemble": "llm4rec.models.ensemble:Ensemble",
 }
