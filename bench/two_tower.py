@@ -98,11 +98,11 @@ def main() -> None:
     settings = parse_variant(args.variant)
     stages = args.stages.split(",") if not settings or args.test else ["valid"]
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.exists() else []
 
     def keep(record: dict) -> None:
-        nonlocal results
+        """Merge into the file as it is now (another run may have written it meanwhile)."""
         key = ("task", "dataset", "protocol", "stage", "settings")
+        results = json.loads(out.read_text()) if out.exists() else []
         results = [r for r in results if tuple(r.get(k) for k in key) != tuple(record.get(k) for k in key)]
         results.append(record)
         out.parent.mkdir(parents=True, exist_ok=True)

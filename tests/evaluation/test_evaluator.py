@@ -102,16 +102,6 @@ def test_personalised_model_beats_popularity_on_checkerboard():
     assert ease.metrics["NDCG@20"] > pop.metrics["NDCG@20"] + 0.2
 
 
-def test_torch_and_numpy_kth_paths_give_the_same_lists(monkeypatch):
-    from llm4rec.evaluation import ranking
-
-    scores = np.random.default_rng(5).integers(0, 6, size=(13, 300)).astype(np.float32)
-    scores[:, ::7] = -np.inf
-    expected = ranking.topk(scores, 20)
-    monkeypatch.setattr(ranking, "_TORCH_MIN_ELEMENTS", 0)
-    np.testing.assert_array_equal(ranking.topk(scores, 20), expected)
-
-
 def test_auc_for_one_target_is_the_share_of_items_ranked_below():
     ds = checkerboard(n_users=20, n_items=30, density=0.5, seed=4)
     stage = make_split(ds, "loo").stage("test")

@@ -220,3 +220,51 @@ def test_ml100k_loo_floor(ml100k):
     stage = make_split(ml100k, "loo").stage("test")
     model = create_model("llm-two-tower", {"epochs": 5}).fit(stage.fit)
     assert evaluate(model, stage).metrics["NDCG@10"] >= 0.0409
+
+
+def test_lora_encoder_starts_as_the_frozen_encoder_and_trains_only_its_adapters():
+    import torch
+
+    from llm4rec.text import get_encoder
+    from llm4rec.text.tuning import LoraTextEncoder
+
+    torch.set_num_threads(1)
+    texts = ["Toy Story (1995). Genres: Animation, Children", "GoldenEye (1995). Genres: Action", "x" * 300]
+    frozen = get_encoder("minilm")
+    lora = LoraTextEncoder(frozen, rank=4)
+    np.testing.assert_allclose(lora.encode(texts), frozen.encode(texts), atol=1e-5)
+    trainable = [name for name, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    lora.train()
+    lora(texts).sum().backward()
+    assert all(p.grad is not None for p in lora.parameters() if p.requires_grad)
+    with pytest.raises(InputError, match="torch text encoder"):
+        LoraTextEncoder(get_encoder("minilm-int8"))
+
+
+LORA = {"finetune": "lora", "lora_epochs": 1, "lora_steps": 3, "lora_batch": 8, "lora_negatives": 8}
+
+
+def test_lora_finetuning_rewrites_the_item_table_with_the_tuned_encoder(loo, cache, tmp_path):
+    import torch
+
+    frozen = fit(loo, cache, epochs=1, dim=None, valid="none")
+    tuned = fit(loo, cache, epochs=1, dim=None, valid="none", lora_lr=1e-2, run_dir=str(tmp_path), **LORA)
+    assert tuned.train_summary_["lora"]["kept"] and tuned.train_summary_["lora"]["epochs_run"] == 1
+    before, after = frozen.net_.text, tuned.net_.text  # (I, 384): LM table before / after tuning
+    cos = torch.nn.functional.cosine_similarity(before, after, dim=1)
+    assert cos.min() > 0.5 and cos.mean() < 0.9999  # moved, not destroyed
+    np.testing.assert_allclose(torch.linalg.norm(after, dim=1).numpy(), 1.0, atol=1e-5)
+    assert (tmp_path / "lora" / "metrics.csv").is_file()
+    loaded = Recommender.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.score(np.arange(10)), tuned.score(np.arange(10)))
+
+
+def test_lora_finetuning_that_validates_worse_keeps_the_frozen_model(loo, cache):
+    frozen = fit(loo, cache, epochs=1)
+    wrecked = fit(loo, cache, epochs=1, lora_lr=5.0, **LORA)  # a huge step ruins the encoder
+    summary = wrecked.train_summary_["lora"]
+    assert not summary["kept"] and summary["best_value"] < wrecked.train_summary_["best_value"]
+    np.testing.assert_array_equal(wrecked.score(np.arange(10)), frozen.score(np.arange(10)))
+    with pytest.raises(InputError, match="finetune"):
+        create_model("llm-two-tower", {"finetune": "lora", "encoder": None})

@@ -13,7 +13,7 @@ from llm4rec.data.splits import PROTOCOLS, Stage
 from llm4rec.errors import Llm4recError
 from llm4rec.evaluation.beyond import auc, catalogue_coverage, intra_list_diversity, novelty
 from llm4rec.evaluation.metrics import parse_metric, ranking_metric
-from llm4rec.evaluation.ranking import rank_of, topk
+from llm4rec.ranking import rank_of, topk
 
 __all__ = ["EvalResult", "evaluate"]
 

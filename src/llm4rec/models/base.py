@@ -134,7 +134,7 @@ class Recommender(ABC):
         fit-set items; ``items`` restricts the candidates. Fewer than k
         candidates pad with -1 / -inf.
         """
-        from llm4rec.evaluation.ranking import topk
+        from llm4rec.ranking import topk
 
         users = self._users(users)
         scores = self.score(users, items)

@@ -491,7 +491,7 @@ class LLMRerank(Recommender):
 
     def _rerank(self, users: np.ndarray, base: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
         """Lift the top ``candidates`` unseen columns of ``base`` (B, m) above the rest, in LM order."""
-        from llm4rec.evaluation.ranking import topk
+        from llm4rec.ranking import topk
 
         seen = self.history_[users] if cols is None else self.history_[users][:, cols]
         masked = base.copy()

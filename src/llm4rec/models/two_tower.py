@@ -40,6 +40,12 @@ interaction is held out and ranked (NDCG@10; RMSE of its rating with
 set as history. ``fit(data, valid=stage)`` validates on a given stage of the
 same fit set instead (e.g. a protocol's ``valid`` stage when tuning).
 
+Encoder fine-tuning (``finetune="lora"``): after that training, LoRA
+adapters on the text encoder's attention (:class:`~llm4rec.text.tuning.LoraTextEncoder`)
+train with the towers, end to end, for ``lora_epochs`` x ``lora_steps``
+small steps; the item table is then re-encoded with the tuned encoder. The
+fine-tuned model is kept only if it validates better than the frozen one.
+
 Saved state: the module's weights and buffers (the LM item embeddings
 included, so ``load`` scores identically without re-encoding) and each
 user's last L items, as ``.npz`` arrays.
@@ -48,6 +54,7 @@ user's last L items, as ``.npz`` arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -111,6 +118,17 @@ class TwoTowerConfig(ModelConfig, TrainingConfig):
                                              "crop, mask, reorder")
     augment_rate: float = Field(0.2, gt=0, lt=1, description="share of a history cropped away, masked "
                                                              "or reordered")
+    finetune: Literal["none", "lora"] = Field("none", description="'lora': after training over the frozen "
+                                                                  "encoder, fine-tune the encoder itself "
+                                                                  "(LoRA adapters) with the towers, end to end")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank of the encoder's attention projections")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / rank)")
+    lora_epochs: int = Field(2, ge=1, description="fine-tuning epochs (validated after each)")
+    lora_steps: int = Field(100, ge=1, description="fine-tuning steps per epoch")
+    lora_batch: int = Field(32, ge=1, description="examples per fine-tuning step")
+    lora_negatives: int = Field(64, ge=1, description="sampled negatives per fine-tuning step (each one's "
+                                                      "text goes through the encoder)")
+    lora_lr: float = Field(3e-4, gt=0, description="Adam learning rate while fine-tuning")
 
     @field_validator("encoder", "template", "cache_dir", "dim", mode="before")
     @classmethod
@@ -138,6 +156,8 @@ class TwoTowerConfig(ModelConfig, TrainingConfig):
             raise ValueError("user_text needs a text encoder")
         if self.dp_noise_multiplier > 0 and self.adv_eps > 0:
             raise ValueError("adversarial training (adv_eps > 0) cannot be combined with DP-SGD")
+        if self.finetune == "lora" and (self.encoder is None or self.dp_noise_multiplier > 0):
+            raise ValueError("finetune='lora' needs a text encoder and cannot be combined with DP-SGD")
         return self
 
 
@@ -229,11 +249,14 @@ def _build_net(cfg: TwoTowerConfig, text: np.ndarray | None, user_text: np.ndarr
                 nn.init.zeros_(self.user_bias.weight)
                 self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
 
-        def items(self, index: torch.Tensor) -> torch.Tensor:
-            """int64[...] item indices -> float[..., d] representations."""
+        def items(self, index: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+            """int64[...] item indices -> float[..., d] representations.
+
+            ``text`` float[..., T] replaces the stored LM embeddings of the items (LoRA fine-tuning).
+            """
             if self.text is None:
                 return self.ids(index)
-            text = self.text[index]  # (..., T)
+            text = self.text[index] if text is None else text  # (..., T)
             rep = self.proj(text) + (text if cfg.dim is None else 0.0)  # (..., d)
             if cfg.id_embeddings:
                 gate = torch.sigmoid(self.gate(torch.cat([rep, self.log_count[index, None]], -1)))  # (..., 1)
@@ -333,6 +356,7 @@ class _Task:
         self.rating = train.rating  # float32[n] or None
         self.rating_mean = float(train.rating.mean()) if cfg.loss == "mse" else 0.0
         self.history = _histories(train, cfg.max_history)  # (U, L) for validation scoring
+        self.n_negatives = 0 if cfg.loss == "mse" else cfg.negatives
         self.net: torch.nn.Module | None = None
         self._reps: np.ndarray | None = None  # item reps of the current weights (validation)
 
@@ -369,8 +393,7 @@ class _Task:
             slots, mask = slots[:, -1:], mask[:, -1:]
         history = np.where(mask, self.items[np.maximum(slots, 0)], 0)
         pos = self.items[rows]
-        n_neg = 0 if cfg.loss == "mse" else cfg.negatives
-        shape = (len(rows), n_neg) if self.net.per_example else (1, n_neg)
+        shape = (len(rows), self.n_negatives) if self.net.per_example else (1, self.n_negatives)
         neg = self.pool[np.minimum(np.searchsorted(self.cdf, rng.random(shape)), len(self.pool) - 1)]
         logq = cfg.logq and cfg.loss == "softmax"
         return TwoTowerBatch(
@@ -381,11 +404,14 @@ class _Task:
             rating=torch.from_numpy(self.rating[rows]) if cfg.loss == "mse" else None)
 
     def loss(self, module: torch.nn.Module, batch: TwoTowerBatch) -> torch.Tensor:
+        self._reps = None  # the weights are about to change
+        return self._loss(batch, list(module(batch.users, batch.history, batch.mask, batch.pos, batch.neg)))
+
+    def _loss(self, batch: TwoTowerBatch, reps: list[torch.Tensor]) -> torch.Tensor:
+        """The configured loss of a batch from its (user, positive, negative) representations."""
         from llm4rec.nn import LOSSES, apr_loss, mse_loss
 
-        cfg = self.cfg
-        net = self.net
-        self._reps = None  # the weights are about to change
+        cfg, net = self.cfg, self.net
 
         def from_reps(reps: list[torch.Tensor]) -> torch.Tensor:
             s_pos, s_neg = net.scores(batch.users, *reps, batch.pos)  # (B,), (B, N)
@@ -396,7 +422,6 @@ class _Task:
                                          log_q_neg=batch.log_q_neg)
             return LOSSES[cfg.loss](s_pos, s_neg, batch.neg_valid)
 
-        reps = list(module(batch.users, batch.history, batch.mask, batch.pos, batch.neg))
         if cfg.adv_eps > 0:
             return apr_loss(from_reps, reps, cfg.adv_eps, cfg.adv_weight)
         return from_reps(reps)
@@ -412,6 +437,68 @@ class _Task:
         if self._reps is None:
             self._reps = _all_item_reps(self.net)
         return _predict(self.net, self.history, users, items, self._reps)
+
+
+class _LoraTask(_Task):
+    """Fine-tuning of the text encoder inside the item tower (``finetune="lora"``), after the frozen training.
+
+    Each step draws ``lora_batch`` random training examples. The positive and
+    negative items' texts go through the LoRA encoder (with grad); history
+    items read the stored LM table, which is re-encoded with the current
+    adapters before every validation and at the end, so the saved model holds
+    the tuned embeddings of every item, cold ones included.
+    """
+
+    def __init__(self, model: TwoTower, train: Dataset, text: np.ndarray, user_text: np.ndarray | None,
+                 net: torch.nn.Module, texts: list[str]) -> None:
+        super().__init__(model, train, text, user_text)
+        self.net, self.texts = net, texts
+        self.n_examples = self.cfg.lora_steps * self.cfg.lora_batch
+        self.n_negatives = self.cfg.lora_negatives
+        self.encoder: torch.nn.Module | None = None
+        self.stale = False  # the stored table predates the latest adapter step
+
+    def build(self) -> torch.nn.Module:
+        from torch import nn
+
+        from llm4rec.text import get_encoder
+        from llm4rec.text.tuning import LoraTextEncoder
+
+        self.encoder = LoraTextEncoder(get_encoder(self.cfg.encoder), rank=self.cfg.lora_rank,
+                                       alpha=self.cfg.lora_alpha)
+        return nn.ModuleDict({"net": self.net, "encoder": self.encoder})
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator) -> TwoTowerBatch:
+        return super().batch(rng.integers(len(self.examples), size=len(index)), rng)
+
+    def loss(self, module: torch.nn.Module, batch: TwoTowerBatch) -> torch.Tensor:
+        import torch
+
+        self._reps, self.stale = None, True
+        net, encoder = module["net"], module["encoder"]
+        b = len(batch.pos)
+        user = net.users(batch.users, net.items(batch.history), batch.mask)  # (B, d)
+        distinct, inverse = torch.unique(torch.cat([batch.pos, batch.neg.reshape(-1)]), return_inverse=True)
+        live = encoder([self.texts[i] for i in distinct.tolist()])  # (D, T) with grad
+        cand = net.items(distinct, text=live)[inverse]  # (B + |neg|, d)
+        return self._loss(batch, [user, cand[:b], cand[b:].view(*batch.neg.shape, cand.shape[-1])])
+
+    def refresh(self) -> None:
+        """Re-encode every item's text with the current adapters into the stored LM table."""
+        import torch
+
+        if self.stale:
+            table = self.encoder.encode(self.texts, progress=self.cfg.progress)
+            self.net.text.copy_(torch.from_numpy(table))
+            self._reps, self.stale = None, False
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        self.refresh()
+        return super().score(users, items)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        self.refresh()
+        return super().predict(users, items)
 
 
 class TwoTower(Recommender):
@@ -447,21 +534,47 @@ class TwoTower(Recommender):
             train, stage = holdout(data, cfg.valid, seed=cfg.seed)
         # user text (recent titles) of the training part: no validation target leaks into it
         task = _Task(self, train, text, self._user_text(train) if cfg.user_text else None)
-        valid = stage if stage is None or cfg.loss != "mse" else _rmse_validation(task, data, stage)
-        trainer = Trainer(TrainingConfig.from_config(cfg),
-                          config={"model": self.name, "config": cfg.model_dump(mode="json")})
-        result = trainer.fit(task, valid)
+        valid = _validation(task, data, stage)
+        run = {"model": self.name, "config": cfg.model_dump(mode="json")}
+        result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, valid)
         self.net_ = result.module
+        self.train_summary_ = result.summary()
+        if cfg.finetune == "lora":
+            self._finetune(task, data, stage, run, result)
         if cfg.user_text and train is not data:  # scoring reads the whole fit set, its text too
             self.net_.user_text = torch.from_numpy(self._user_text(data))
         self.history_items_ = _histories(data, cfg.max_history)  # scoring reads the whole fit set
-        self.train_summary_ = result.summary()
         self.training_history_ = result.history
         self._item_reps = None
         if cfg.run_dir is not None:
-            from pathlib import Path
-
             self.save(Path(cfg.run_dir) / "model")
+
+    def _finetune(self, task: _Task, data: Dataset, stage: Stage | None, run: dict[str, Any], frozen: Any) -> None:
+        """LoRA fine-tuning of the encoder from the frozen-encoder model; keeps whichever validates better.
+
+        Adds ``train_summary_["lora"]`` (the fine-tuning summary, with ``kept``:
+        False when the frozen-encoder model validated better and was kept).
+        """
+        import copy
+
+        from llm4rec.text import item_texts
+        from llm4rec.training import Trainer, TrainingConfig
+
+        cfg = self.config
+        before = copy.deepcopy(self.net_.state_dict())
+        lora = _LoraTask(self, task.train, task.text, task.user_text, self.net_, item_texts(data, cfg.template))
+        valid = _validation(lora, data, stage)
+        options = TrainingConfig.from_config(cfg).model_copy(update={
+            "epochs": cfg.lora_epochs, "lr": cfg.lora_lr, "batch_size": cfg.lora_batch,
+            "run_dir": None if cfg.run_dir is None else str(Path(cfg.run_dir) / "lora")})
+        tuned = Trainer(options, config=run).fit(lora, valid)
+        lora.refresh()  # without validation the table still predates the last steps
+        summary = tuned.summary()
+        sign = 1 if valid is None or getattr(valid, "higher_is_better", True) else -1
+        summary["kept"] = frozen.best_value is None or sign * tuned.best_value >= sign * frozen.best_value
+        if not summary["kept"]:
+            self.net_.load_state_dict(before)
+        self.train_summary_["lora"] = summary
 
     def _item_text(self, data: Dataset) -> np.ndarray | None:
         if self.config.encoder is None:
@@ -648,6 +761,11 @@ def _predict(net: torch.nn.Module, histories: np.ndarray, users: np.ndarray, ite
             user_rep = _user_reps(net, histories, u, all_reps)  # (B, d)
             out[start:start + len(u)] = net.scores(u, user_rep, all_reps[i], all_reps[:0][None], i)[0].numpy()
     return out
+
+
+def _validation(task: _Task, data: Dataset, stage: Stage | None) -> Any:
+    """What the trainer validates ``task`` on: the ranking ``stage`` itself, or its ratings' RMSE (loss="mse")."""
+    return stage if stage is None or task.cfg.loss != "mse" else _rmse_validation(task, data, stage)
 
 
 def _rmse_validation(task: _Task, data: Dataset, stage: Stage) -> Any:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from llm4rec.evaluation.ranking import rank_of, topk
+from llm4rec.ranking import rank_of, topk
 
 INF = float("inf")
 VALUES = st.sampled_from([-INF, -INF, -2.0, -1.0, -0.0, 0.0, 1.0, 2.0, 3.0, INF])
@@ -83,3 +83,13 @@ def test_large_row_with_ties_at_the_cut():
     got = topk(scores, 300)
     for row, g in zip(scores, got):
         assert g.tolist() == ref_topk(row.tolist(), 300)
+
+
+def test_torch_and_numpy_kth_paths_give_the_same_lists(monkeypatch):
+    from llm4rec import ranking
+
+    scores = np.random.default_rng(5).integers(0, 6, size=(13, 300)).astype(np.float32)
+    scores[:, ::7] = -np.inf
+    expected = ranking.topk(scores, 20)
+    monkeypatch.setattr(ranking, "_TORCH_MIN_ELEMENTS", 0)
+    np.testing.assert_array_equal(ranking.topk(scores, 20), expected)
