@@ -1,4 +1,4 @@
-"""``llm4rec quickstart``: the whole road on built-in data, offline, in about a minute."""
+"""``llm4rec quickstart``: the whole road on built-in data, offline, in about two minutes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from llm4rec.cli._common import StepReporter, console, progress_bar
 
-DEFAULT_MODELS = "pop,itemknn,ease,als,bpr,semantic-knn"
+DEFAULT_MODELS = "pop,itemknn,ease,als,bpr,semantic-knn,llm-two-tower"
 
 
 def quickstart_command(
@@ -19,7 +19,7 @@ def quickstart_command(
     data: Path = typer.Option(None, "--data", "-d", help="Use this dataset instead of the built-in one."),
     out: Path = typer.Option(None, "--out", help="Write results.json and comparison.png to this directory."),
 ) -> None:
-    """Generate the built-in synthetic dataset, fit baselines and a language-model recommender, compare them."""
+    """Generate the built-in synthetic dataset, fit baselines and language-model recommenders, compare them."""
     from llm4rec._atomic import atomic_dir
     from llm4rec.data import make_split
     from llm4rec.data.splits import PROTOCOLS, check_protocol
