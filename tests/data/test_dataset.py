@@ -97,3 +97,15 @@ def test_subset_keeps_vocabularies_and_fingerprint_tracks_content():
     assert sub.n_items == ds.n_items and sub.n_interactions == 2
     assert sub.fingerprint != ds.fingerprint
     assert Dataset.from_frame(frame).fingerprint == ds.fingerprint
+
+
+def test_recent_items_are_the_last_items_right_aligned():
+    frame = pd.DataFrame({"user_id": [1, 1, 1, 2, 3, 3], "item_id": [10, 11, 12, 10, 12, 11],
+                          "timestamp": [1, 2, 3, 1, 5, 4]})
+    ds = Dataset.from_frame(frame)
+    recent = ds.recent_items(2)
+    assert recent.dtype == np.int64
+    np.testing.assert_array_equal(recent, [[1, 2], [-1, 0], [1, 2]])  # item indices 10->0, 11->1, 12->2
+    sequences = ds.sequences()
+    for u, seq in enumerate(sequences):  # agrees with the chronological sequences
+        np.testing.assert_array_equal(ds.recent_items(5)[u][-len(seq):], seq[-5:])

@@ -192,6 +192,15 @@ class Dataset:
         """Per user, the item indices in chronological order (int32 views)."""
         return np.split(self.item, self.user_offsets[1:-1])
 
+    def recent_items(self, length: int) -> np.ndarray:
+        """int64[n_users, length]: each user's last ``length`` items, right-aligned (oldest first), -1 padded."""
+        offsets = self.user_offsets
+        rank_from_end = offsets[self.user + 1] - 1 - np.arange(self.n_interactions)  # 0 = most recent
+        keep = rank_from_end < length
+        out = np.full((self.n_users, length), -1, dtype=np.int64)
+        out[self.user[keep], length - 1 - rank_from_end[keep]] = self.item[keep]
+        return out
+
     def subset(self, mask: np.ndarray) -> Dataset:
         """The same dataset (vocabularies, attributes) with only the masked interactions."""
         mask = np.asarray(mask, dtype=bool)

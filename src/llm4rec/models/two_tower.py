@@ -62,6 +62,7 @@ from pydantic import Field, field_validator, model_validator
 
 from llm4rec.errors import InputError
 from llm4rec.models.base import ModelConfig, Recommender
+from llm4rec.models.torch_state import module_arrays, module_weights
 from llm4rec.training.config import TrainingConfig
 
 if TYPE_CHECKING:
@@ -355,7 +356,7 @@ class _Task:
         self.log_q[self.pool] = np.log(p / p.sum())
         self.rating = train.rating  # float32[n] or None
         self.rating_mean = float(train.rating.mean()) if cfg.loss == "mse" else 0.0
-        self.history = _histories(train, cfg.max_history)  # (U, L) for validation scoring
+        self.history = train.recent_items(cfg.max_history)  # (U, L) for validation scoring
         self.n_negatives = 0 if cfg.loss == "mse" else cfg.negatives
         self.net: torch.nn.Module | None = None
         self._reps: np.ndarray | None = None  # item reps of the current weights (validation)
@@ -543,7 +544,7 @@ class TwoTower(Recommender):
             self._finetune(task, data, stage, run, result)
         if cfg.user_text and train is not data:  # scoring reads the whole fit set, its text too
             self.net_.user_text = torch.from_numpy(self._user_text(data))
-        self.history_items_ = _histories(data, cfg.max_history)  # scoring reads the whole fit set
+        self.history_items_ = data.recent_items(cfg.max_history)  # scoring reads the whole fit set
         self.training_history_ = result.history
         self._item_reps = None
         if cfg.run_dir is not None:
@@ -668,16 +669,10 @@ class TwoTower(Recommender):
 
     # ------------------------------------------------------------ save/load
     def _state(self) -> dict[str, np.ndarray]:
-        arrays = {"history_items": self.history_items_}
-        for key, value in self.net_.state_dict().items():
-            arrays["net__" + key.replace(".", "__")] = value.detach().cpu().numpy()
-        return arrays
+        return {"history_items": self.history_items_, **module_arrays(self.net_)}
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        import torch
-
-        weights = {k[len("net__"):].replace("__", "."): torch.from_numpy(np.array(v))
-                   for k, v in arrays.items() if k.startswith("net__")}
+        weights = module_weights(arrays)
         cfg = self.config
         text = arrays.get("net__text")
         user_text = arrays.get("net__user_text")
@@ -689,16 +684,6 @@ class TwoTower(Recommender):
         self.net_.eval()
         self.history_items_ = np.array(arrays["history_items"])
         self._item_reps = None
-
-
-def _histories(data: Dataset, length: int) -> np.ndarray:
-    """int64[n_users, length]: each user's last ``length`` items, right-aligned (oldest first), -1 padded."""
-    offsets = data.user_offsets
-    rank_from_end = offsets[data.user + 1] - 1 - np.arange(data.n_interactions)  # 0 = most recent
-    keep = rank_from_end < length
-    out = np.full((data.n_users, length), -1, dtype=np.int64)
-    out[data.user[keep], length - 1 - rank_from_end[keep]] = data.item[keep]
-    return out
 
 
 def _all_item_reps(net: torch.nn.Module, block: int = 8192) -> np.ndarray:
