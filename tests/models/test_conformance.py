@@ -103,3 +103,14 @@ class TestTwoTower(RecommenderConformance):
     # the parity: train on the users' other items instead.
     settings = {"dim": 16, "hidden": 0, "negatives": 10, "batch_size": 32, "epochs": 15, "lr": 0.01,
                 "valid": "none", "history": "others"}
+
+
+class TestSASRec(RecommenderConformance):
+    model_name = "sasrec"
+    # random time order (ascending sequences would teach "next = a larger item"); small and fast: 32-d,
+    # one block, no validation hold-out; strong dropout: 40 short sequences are easy to memorise, and
+    # only the parity generalises
+    time_order = "random"
+    settings = {"dim": 32, "layers": 1, "max_len": 20, "epochs": 50, "lr": 0.005, "dropout": 0.5,
+                "batch_size": 16, "valid": "none"}
+    min_parity_share = 0.9

@@ -17,6 +17,7 @@ MODELS: dict[str, str] = {
     "bpr": "llm4rec.models.implicit_mf:BPR",
     "llm-rerank": "llm4rec.models.rerank:LLMRerank",
     "llm-two-tower": "llm4rec.models.two_tower:TwoTower",
+    "sasrec": "llm4rec.models.sasrec:SASRec",
     "semantic-knn": "llm4rec.models.semantic_knn:SemanticKNN",
     "ensemble": "llm4rec.models.ensemble:Ensemble",
 }

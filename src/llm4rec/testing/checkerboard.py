@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import polars as pl
 
@@ -10,13 +12,16 @@ from llm4rec.data.dataset import Dataset
 __all__ = ["checkerboard"]
 
 
-def checkerboard(n_users: int = 40, n_items: int = 30, density: float = 0.6, seed: int = 0) -> Dataset:
+def checkerboard(n_users: int = 40, n_items: int = 30, density: float = 0.6, seed: int = 0,
+                 order: Literal["items", "random"] = "items") -> Dataset:
     """Even users interact only with even items, odd users only with odd items.
 
     Each user keeps a random ``density`` share of their half of the catalogue,
     so a personalised model must recommend unseen items of the user's own
     parity. Item text names the parity ("even item 4"), so text models can
-    learn it too. Timestamps are the interaction order.
+    learn it too. Timestamps follow the item order (``order="items"``), or a
+    random order (``"random"``: ascending sequences would teach a sequential
+    model "next = a larger item", not the parity).
     """
     rng = np.random.default_rng(seed)
     users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
@@ -24,7 +29,8 @@ def checkerboard(n_users: int = 40, n_items: int = 30, density: float = 0.6, see
     keep = same & (rng.random(users.shape) < density)
     u, i = users[keep], items[keep]
     frame = pl.DataFrame({"user_id": u.astype(str), "item_id": i.astype(str),
-                          "timestamp": np.arange(len(u), dtype=np.float64),
+                          "timestamp": (np.arange(len(u)) if order == "items" else rng.permutation(len(u)))
+                          .astype(np.float64),
                           "rating": np.where(i % 2 == 0, 4.0, 3.0)})
     item_attrs = pl.DataFrame({
         "item_id": np.arange(n_items).astype(str),

@@ -30,11 +30,13 @@ class RecommenderConformance:
     personalised: ClassVar[bool] = True
     #: share of top-5 recommendations that must be of the user's own parity
     min_parity_share: ClassVar[float] = 0.95
+    #: the checkerboard's time order ("random" for sequential models; see :func:`checkerboard`)
+    time_order: ClassVar[str] = "items"
 
     @pytest.fixture(scope="class")
     @classmethod
     def data(cls):
-        return checkerboard()
+        return checkerboard(order=cls.time_order)
 
     @pytest.fixture(scope="class")
     @classmethod

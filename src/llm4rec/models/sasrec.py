@@ -1,0 +1,298 @@
+"""``sasrec``: causal self-attention over the user's item sequence (Kang & McAuley, ICDM 2018).
+
+Trained by default with full softmax cross-entropy over every item at every
+position, the variant found strongest by the RecSys 2023 re-evaluations
+(Klenitskiy & Vasilev, "Turning Dross Into Gold Loss"); BCE with one
+sampled negative per position (the original paper) and sampled softmax over
+shared negatives are options::
+
+    x_t = E[i_t] * sqrt(d) + P[t]                    # item + learned position embedding, t = 1..L
+    h   = Blocks(x)                                  # pre-LayerNorm causal self-attention + feed-forward
+    s(u, j) = h_L . E[j]                             # tied input/output item embeddings
+
+One training example per user: the last ``max_len + 1`` items of the fit
+sequence, every position predicting the next item. Scoring reads the last
+``max_len`` items of the whole fit sequence, so a P-LOO target is the next
+item after it. Early stopping: the shared :class:`~llm4rec.training.Trainer`
+on NDCG@10 of each user's last fit item (``valid``).
+
+Items never seen in training keep their random initial embeddings: an
+ID-only model cannot rank cold items (``sasrec-text`` can).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from llm4rec.errors import InputError
+from llm4rec.models.base import ModelConfig, Recommender
+from llm4rec.models.torch_state import module_arrays, module_weights
+from llm4rec.training.config import TrainingConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from llm4rec.data import Dataset
+
+__all__ = ["SASRec", "SASRecConfig"]
+
+#: users scored per forward pass at inference
+_SCORE_BLOCK = 512
+
+
+class SASRecConfig(ModelConfig, TrainingConfig):
+    """Settings of ``sasrec`` (training options: :class:`~llm4rec.training.TrainingConfig`)."""
+
+    batch_size: int = Field(128, ge=1, description="sequences per step")
+    epochs: int = Field(200, ge=1, description="maximum number of passes over the users' sequences")
+    patience: int = Field(5, ge=0, description="stop after this many epochs without a better validation NDCG@10")
+    max_len: int = Field(50, ge=1, description="most recent items the model reads")
+    dim: int = Field(64, ge=1, description="embedding and hidden size")
+    layers: int = Field(2, ge=1, description="self-attention blocks")
+    heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout on embeddings, attention and feed-forward")
+    loss: Literal["ce", "bce", "softmax"] = Field("ce", description="'ce': full softmax over all items; 'bce': "
+                                                                    "one sampled negative per position; "
+                                                                    "'softmax': sampled softmax over shared "
+                                                                    "negatives")
+    negatives: int = Field(256, ge=1, description="shared negatives per step (loss='softmax')")
+
+
+@dataclass
+class SequenceBatch:
+    """B right-aligned sequences of L positions; position t predicts ``target[:, t]``.
+
+    Attributes:
+        inputs: int64[B, L] item index + 1 (0 = padding).
+        target: int64[B, L] next item index, -1 where there is none.
+        neg: int64[B, L] (bce) or int64[N] (softmax) sampled negatives, or None (ce).
+    """
+
+    inputs: torch.Tensor
+    target: torch.Tensor
+    neg: torch.Tensor | None
+
+
+def _build_net(cfg: SASRecConfig, n_items: int) -> torch.nn.Module:
+    """The transformer (built by the trainer after seeding, or by ``load``)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        """Pre-LayerNorm causal self-attention + point-wise feed-forward, both residual."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+            self.attn = nn.MultiheadAttention(cfg.dim, cfg.heads, dropout=cfg.dropout, batch_first=True)
+            self.ff = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout),
+                                    nn.Linear(cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+            self.drop = nn.Dropout(cfg.dropout)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                    need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """x: float[B, L, d]; mask: bool[B * heads, L, L] (True = may not attend)."""
+            h = self.norm1(x)
+            a, w = self.attn(h, h, h, attn_mask=mask, need_weights=need_weights, average_attn_weights=True)
+            x = x + self.drop(a)
+            return x + self.ff(self.norm2(x)), w
+
+    class SASRecNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # row 0: padding
+            nn.init.normal_(self.items.weight, std=cfg.dim ** -0.5)
+            with torch.no_grad():
+                self.items.weight[0].zero_()
+            self.positions = nn.Embedding(cfg.max_len, cfg.dim)
+            self.drop = nn.Dropout(cfg.dropout)
+            self.blocks = nn.ModuleList(Block() for _ in range(cfg.layers))
+            self.norm = nn.LayerNorm(cfg.dim)
+
+        def forward(self, inputs: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, list]:
+            """inputs int64[B, L] (0 = padding) -> (float[B, L, d] states, per-block attention float[B, L, L])."""
+            b, n = inputs.shape
+            x = self.items(inputs) * math.sqrt(cfg.dim) + self.positions.weight[cfg.max_len - n:][None]
+            real = inputs > 0  # (B, L)
+            x = self.drop(x) * real[..., None]
+            future = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)  # (L, L)
+            # no attention to the future or to padding; every position keeps itself (no empty softmax row)
+            mask = (future[None] | ~real[:, None, :]) & ~torch.eye(n, dtype=torch.bool)[None]  # (B, L, L)
+            mask = mask.repeat_interleave(cfg.heads, dim=0)  # (B * heads, L, L)
+            weights = []
+            for block in self.blocks:
+                x, w = block(x, mask, need_weights)
+                x = x * real[..., None]
+                weights.append(w)
+            return self.norm(x), weights
+
+        def item_table(self) -> torch.Tensor:
+            """float[n_items, d]: the output embedding of every item (the padding row left out)."""
+            return self.items.weight[1:]
+
+    return SASRecNet()
+
+
+class _Task:
+    """The :class:`~llm4rec.training.TrainingTask` of SASRec on one training set."""
+
+    def __init__(self, cfg: SASRecConfig, train: Dataset) -> None:
+        self.cfg, self.train = cfg, train
+        window = train.recent_items(cfg.max_len + 1)  # (U, L + 1), -1 padded on the left
+        self.examples = np.flatnonzero((window >= 0).sum(1) >= 2)  # users with one next-item pair at least
+        self.n_examples = len(self.examples)
+        self.window = window[self.examples]
+        self.history = train.recent_items(cfg.max_len)  # (U, L) validation scoring
+        self.n_items = train.n_items
+        self.pool = np.flatnonzero(np.bincount(train.item, minlength=train.n_items) > 0)
+        self.net: torch.nn.Module | None = None
+
+    def build(self) -> torch.nn.Module:
+        self.net = _build_net(self.cfg, self.n_items)
+        return self.net
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator) -> SequenceBatch:
+        import torch
+
+        window = self.window[index]  # (B, L + 1)
+        inputs, target = window[:, :-1], window[:, 1:]
+        target = np.where(inputs >= 0, target, -1)  # a padded input predicts nothing
+        real = inputs >= 0
+        first = int(np.argmax(real.any(0)))  # drop columns that are padding for the whole batch
+        inputs, target = inputs[:, first:], target[:, first:]
+        neg = None
+        if self.cfg.loss == "bce":
+            neg = torch.from_numpy(self.pool[rng.integers(len(self.pool), size=target.shape)])
+        elif self.cfg.loss == "softmax":
+            neg = torch.from_numpy(self.pool[rng.integers(len(self.pool), size=self.cfg.negatives)])
+        return SequenceBatch(torch.from_numpy(inputs + 1), torch.from_numpy(target), neg)
+
+    def loss(self, module: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        from llm4rec.nn import LOSSES
+
+        states, _ = module(batch.inputs)  # (B, L, d)
+        valid = batch.target >= 0
+        h = states[valid]  # (P, d): positions with a next item
+        target = batch.target[valid]  # (P,)
+        table = module.item_table()  # (I, d)
+        if self.cfg.loss == "ce":
+            return F.cross_entropy(h @ table.T, target)
+        s_pos = (h * table[target]).sum(-1)  # (P,)
+        if self.cfg.loss == "bce":
+            neg = batch.neg[valid]  # (P,)
+            s_neg = (h * table[neg]).sum(-1, keepdim=True)  # (P, 1)
+            return LOSSES["bce"](s_pos, s_neg, (neg != target)[:, None])
+        s_neg = h @ table[batch.neg].T  # (P, N)
+        return LOSSES["softmax"](s_pos, s_neg, batch.neg[None, :] != target[:, None])
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        return _score(self.net, self.history, np.asarray(users, dtype=np.int64), items)
+
+
+class SASRec(Recommender):
+    """Causal self-attention sequential recommender (see the module docstring)."""
+
+    name = "sasrec"
+    Config = SASRecConfig
+
+    def _fit(self, data: Dataset) -> None:
+        from pathlib import Path
+
+        from llm4rec.training import Trainer, holdout
+
+        cfg = self.config
+        if cfg.dim % cfg.heads:
+            raise InputError("heads must divide dim", value=(cfg.dim, cfg.heads), expected="dim % heads == 0")
+        train, stage = holdout(data, cfg.valid, seed=cfg.seed)
+        task = _Task(cfg, train)
+        run = {"model": self.name, "config": cfg.model_dump(mode="json")}
+        result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, stage)
+        self.net_ = result.module
+        self.train_summary_ = result.summary()
+        self.training_history_ = result.history
+        self.history_items_ = data.recent_items(cfg.max_len)  # scoring reads the whole fit set
+        if cfg.run_dir is not None:
+            self.save(Path(cfg.run_dir) / "model")
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return _score(self.net_, self.history_items_, users, None)
+
+    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return _score(self.net_, self.history_items_, users, items)
+
+    def explain(self, user: int, item: int, top: int = 3) -> dict[str, Any]:
+        """Which history positions the prediction attended to.
+
+        The weights are the last position's attention over the history,
+        averaged over heads and multiplied through the blocks (attention
+        rollout, Abnar & Zuidema 2020, with the residual path counted as half):
+        float[h] summing to 1. Returns
+        :func:`~llm4rec.models.explain.explanation`'s dict; each ``because``
+        entry adds ``position`` (1 = most recent).
+        """
+        from llm4rec.models.explain import explanation
+
+        self._check_fitted()
+        user = int(self._users([user])[0])
+        item = int(item)
+        if not 0 <= item < self.n_items_:
+            raise InputError("item index out of range", value=item, expected=f"0..{self.n_items_ - 1}")
+        hist = self.history_items_[user]
+        hist = hist[hist >= 0]
+        weights = self.attention(user)
+        out = explanation(self, user, item, hist, weights, top=top, reason="what follows, by attention,")
+        where = {int(i): len(hist) - j for j, i in enumerate(hist.tolist())}
+        for entry in out["because"]:
+            entry["position"] = where[entry["item"]]
+        return out
+
+    def attention(self, user: int) -> np.ndarray:
+        """float64[h]: attention rollout of the last position over the user's h history items (oldest first)."""
+        import torch
+
+        hist = self.history_items_[int(user)]
+        hist = hist[hist >= 0]
+        if len(hist) == 0:
+            return np.zeros(0)
+        net = self.net_
+        net.eval()
+        with torch.no_grad():
+            _, per_block = net(torch.from_numpy(hist + 1)[None], need_weights=True)
+        n = len(hist)
+        rollout = torch.eye(n)
+        for w in per_block:  # (1, L, L)
+            rollout = (0.5 * w[0] + 0.5 * torch.eye(n)) @ rollout
+        last = rollout[-1].double().numpy()
+        return last / last.sum()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"history_items": self.history_items_, **module_arrays(self.net_)}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.net_ = _build_net(self.config, self.n_items_)
+        self.net_.load_state_dict(module_weights(arrays))
+        self.net_.eval()
+        self.history_items_ = np.array(arrays["history_items"])
+
+
+def _score(net: torch.nn.Module, histories: np.ndarray, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+    """float32[len(users), n_items or len(items)]: the last position's state against the item table."""
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        table = net.item_table()  # (I, d)
+        cand = table if items is None else table[torch.from_numpy(np.asarray(items, dtype=np.int64))]
+        out = np.empty((len(users), len(cand)), dtype=np.float32)
+        for start in range(0, len(users), _SCORE_BLOCK):
+            hist = histories[users[start:start + _SCORE_BLOCK]]  # (B, L), -1 padded
+            states, _ = net(torch.from_numpy(hist + 1))
+            out[start:start + len(hist)] = (states[:, -1] @ cand.T).numpy()
+    return out
