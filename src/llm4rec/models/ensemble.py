@@ -80,7 +80,7 @@ class Ensemble(Recommender):
 
     def _tune(self, data) -> np.ndarray:
         from llm4rec.data.splits import make_split
-        from llm4rec.evaluation.evaluator import evaluate
+        from llm4rec.training.validation import holdout_ndcg
 
         holdout = make_split(data, "loo", seed=self.config.seed).stage("test")
         rng = np.random.default_rng(self.config.seed)
@@ -96,7 +96,7 @@ class Ensemble(Recommender):
                 continue
             w = np.asarray(combo, dtype=np.float32) / steps
             fused = _Fused(members, w, self.config)
-            value = evaluate(fused, stage, metrics=("NDCG@10",), beyond_accuracy=False).metrics["NDCG@10"]
+            value = holdout_ndcg(fused.score, stage, 10)
             if value > best_value:
                 best, best_value = w, value
         self.tuned_ndcg_ = best_value
@@ -163,8 +163,6 @@ def _fuse(members: list[Recommender], weights: np.ndarray, cfg: EnsembleConfig, 
 
 class _Fused:
     """A scorer over already-fitted members with given weights (used while tuning)."""
-
-    name = "ensemble"
 
     def __init__(self, members: list[Recommender], weights: np.ndarray, cfg: EnsembleConfig) -> None:
         self.members, self.weights, self.cfg = members, weights, cfg

@@ -4,7 +4,7 @@ A model describes what to learn as a :class:`TrainingTask` (build the module,
 make a typed batch from example indices, compute the batch loss, score users
 for validation); :class:`Trainer` owns everything else: seeding, epochs,
 shuffling (or Poisson sampling under DP), the optimiser, DP-SGD through
-Opacus with its privacy accounting, validation with the project's evaluator,
+Opacus with its privacy accounting, validation (NDCG on a hold-out),
 early stopping with the best weights restored, the progress bar and the run
 directory.
 """
@@ -131,7 +131,7 @@ class Trainer:
         With a :class:`~llm4rec.data.Stage` (held-out targets) the metric is
         NDCG at the stage's cutoff (``valid_NDCG@10`` for a P-LOO-like stage,
         ``valid_NDCG@20`` for a P-COLD-like one), computed by
-        :func:`llm4rec.evaluation.evaluate` on ``task.score``; a
+        :func:`~llm4rec.training.validation.holdout_ndcg` on ``task.score``; a
         :class:`Validation` brings its own metric.
         """
         import torch
@@ -239,12 +239,10 @@ class Trainer:
 
 
 def _ndcg(task: TrainingTask, stage: Stage) -> Validation:
-    """NDCG at the stage's cutoff, by the project's evaluator, on ``task.score``."""
-    from llm4rec.evaluation.evaluator import evaluate
+    """NDCG at the stage's cutoff of ``task.score`` (:func:`~llm4rec.training.validation.holdout_ndcg`)."""
+    from llm4rec.training.validation import holdout_ndcg
 
-    metric = f"NDCG@{stage.k}"
-    return Validation(f"valid_{metric}", lambda: evaluate(task, stage, metrics=(metric,),
-                                                          beyond_accuracy=False).metrics[metric])
+    return Validation(f"valid_NDCG@{stage.k}", lambda: holdout_ndcg(task.score, stage, stage.k))
 
 
 def _make_private(module: Any, optimizer: Any, opt: TrainingConfig) -> tuple[Any, Any, Any]:

@@ -2,21 +2,26 @@
 
 ``fit(dataset)`` only sees the fit set, so early stopping needs part of it
 held out. :func:`holdout` returns the training part (a :class:`Dataset`) and a
-:class:`~llm4rec.data.Stage` whose targets are the held-out interactions, so
-the project's evaluator measures validation exactly as it measures test.
+:class:`~llm4rec.data.Stage` whose targets are the held-out interactions;
+:func:`holdout_ndcg` measures a scorer on it with the protocols' rules (full
+ranking, fit items masked, ties to the smaller index), the same numbers as
+``llm4rec.evaluation.evaluate``, which sits above the models and so cannot
+serve them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from llm4rec.data import Dataset, Stage
 from llm4rec.errors import InputError
+from llm4rec.ranking import topk
 
-__all__ = ["holdout"]
+__all__ = ["holdout", "holdout_ndcg"]
 
 #: share of items whose interactions are held out by ``how="items"``
 ITEM_SHARE = 0.1
@@ -63,3 +68,35 @@ def holdout(dataset: Dataset, how: str, seed: int = 2026) -> tuple[Dataset, Stag
     if len(users) == 0 or train.n_interactions == 0:
         return dataset, None
     return train, Stage("loo" if how == "last" else "cold", "valid", train, targets, users, candidates=candidates)
+
+
+def holdout_ndcg(score: Callable[[np.ndarray, np.ndarray | None], np.ndarray], stage: Stage, k: int,
+                 budget: int = 1 << 24) -> float:
+    """Mean NDCG@k over ``stage.users`` of ``score(users, candidates) -> float[B, C]``.
+
+    Full ranking over all items (or ``stage.candidates``), the user's fit
+    items masked, top-k by :func:`~llm4rec.ranking.topk`; users are scored in
+    batches of ``budget // C`` rows. Stages with sampled negatives are not
+    supported (a hold-out never has them).
+    """
+    if stage.negatives is not None:
+        raise InputError("validation ranks all items", value=stage.protocol, expected="a full-ranking stage")
+    users, cands = stage.users, stage.candidates
+    n_cols = stage.fit.n_items if cands is None else len(cands)
+    fit, targets = stage.fit.matrix(), stage.targets
+    if cands is not None:
+        fit, targets = fit[:, cands], targets[:, cands]
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)  # (k,)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])  # ideal DCG by number of targets
+    batch = max(1, budget // max(1, n_cols))
+    total = 0.0
+    for start in range(0, len(users), batch):
+        ub = users[start:start + batch]
+        scores = np.array(score(ub, cands), dtype=np.float32)  # (B, C) fresh copy
+        scores[fit[ub].nonzero()] = -np.inf
+        top = topk(scores, k)  # (B, k) column positions, -1 padded
+        relevant = targets[ub].toarray() > 0  # (B, C)
+        hits = np.take_along_axis(relevant, np.maximum(top, 0), 1) & (top >= 0)  # (B, k)
+        dcg = (hits * discounts[: hits.shape[1]]).sum(1)
+        total += float((dcg / ideal[np.minimum(relevant.sum(1), k)]).sum())
+    return total / max(1, len(users))

@@ -1,20 +1,22 @@
-"""Benchmark of ``llm-two-tower`` with its default settings.
+"""Benchmark of a neural model (``llm-two-tower``, ``sasrec``) with its default settings.
 
 For each (dataset, protocol): fit on the ``valid`` stage and evaluate there
 (the number the defaults were chosen on), then fit on the ``test`` stage and
 evaluate there (the reported number), with the fit time, the time per epoch
-and the epoch early stopping kept. ``--ratings`` adds the rating mode
+and the epoch early stopping kept, and the inference (scoring + ranking) time
+per 1,000 users. For ``llm-two-tower``, ``--ratings`` adds the rating mode
 (``loss=mse``) on ml-100k P-RAND: RMSE / MAE of the test ratings, beside the
 global mean and a regularised user + item bias baseline. ``--dp`` adds a
 DP-SGD run (noise multiplier 1) on ml-100k P-LOO with its spent epsilon.
 ``--variant KEY=VALUE`` (repeatable) benchmarks other settings, valid stage
 only unless ``--test`` is given (tuning never looks at the test stage).
 
-    python bench/two_tower.py                                   # about 40 min on 2 cores
-    python bench/two_tower.py --datasets ml-100k --protocols loo --ratings
-    python bench/two_tower.py --datasets amazon-beauty --protocols cold --variant history=others
+    python bench/neural.py                                      # llm-two-tower, about 40 min on 2 cores
+    python bench/neural.py --datasets ml-100k --protocols loo --ratings
+    python bench/neural.py --datasets amazon-beauty --protocols cold --variant history=others
+    python bench/neural.py --model sasrec --protocols loo
 
-Writes (merges into) bench/results/two_tower.json.
+Writes (merges into) bench/results/MODEL.json.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LLM4REC_SHARED_DATA", ROOT.parent / "shared" / "data"))
-MODEL = "llm-two-tower"
+TWO_TOWER = "llm-two-tower"
 
 
-def run(ds, split, protocol: str, stage: str, settings: dict) -> dict:
+def run(model: str, ds, split, protocol: str, stage: str, settings: dict) -> dict:
     from llm4rec.evaluation.experiment import run_experiment
 
-    exp = run_experiment(ds, MODEL, protocol=protocol, settings=settings, stage=stage, split=split)
+    exp = run_experiment(ds, model, protocol=protocol, settings=settings, stage=stage, split=split)
     record = exp.record
     record.update(settings=settings, training=exp.model.train_summary_)
     return record
@@ -62,7 +64,7 @@ def ratings(ds, settings: dict) -> dict:
     users, items = stage.targets.nonzero()
     truth = np.asarray(ds.matrix("rating")[users, items]).ravel()
     t0 = time.perf_counter()
-    model = create_model(MODEL, {"loss": "mse", **settings}).fit(stage.fit)
+    model = create_model(TWO_TOWER, {"loss": "mse", **settings}).fit(stage.fit)
     fit_seconds = time.perf_counter() - t0
     preds = {"llm-two-tower (mse)": np.clip(model.predict(users, items), 1, 5),
              "global mean": np.full(len(truth), stage.fit.rating.mean()),
@@ -74,11 +76,11 @@ def ratings(ds, settings: dict) -> dict:
                                "MAE": float(np.mean(np.abs(p - truth)))} for name, p in preds.items()}}
 
 
-def parse_variant(pairs: list[str]) -> dict:
+def parse_variant(model: str, pairs: list[str]) -> dict:
     from llm4rec.models import model_class
 
     raw = dict(p.split("=", 1) for p in pairs)
-    return model_class(MODEL).make_config(raw).model_dump(include=set(raw))
+    return model_class(model).make_config(raw).model_dump(include=set(raw))
 
 
 def main() -> None:
@@ -86,18 +88,21 @@ def main() -> None:
     from llm4rec.data.sources import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=TWO_TOWER)
     ap.add_argument("--datasets", default="ml-100k,amazon-beauty")
     ap.add_argument("--protocols", default="loo,cold")
     ap.add_argument("--stages", default="valid,test")
     ap.add_argument("--variant", action="append", default=[], help="KEY=VALUE setting (repeatable)")
     ap.add_argument("--test", action="store_true", help="run a variant on the test stage too")
-    ap.add_argument("--ratings", action="store_true", help="rating mode (MSE) on ml-100k P-RAND")
-    ap.add_argument("--dp", action="store_true", help="DP-SGD run on ml-100k P-LOO")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "two_tower.json"))
+    ap.add_argument("--ratings", action="store_true", help="rating mode (MSE) on ml-100k P-RAND (llm-two-tower)")
+    ap.add_argument("--dp", action="store_true", help="DP-SGD run on ml-100k P-LOO (llm-two-tower)")
+    ap.add_argument("--out", help="results file (default bench/results/MODEL.json)")
     args = ap.parse_args()
-    settings = parse_variant(args.variant)
+    if (args.ratings or args.dp) and args.model != TWO_TOWER:
+        ap.error("--ratings and --dp are benchmarks of llm-two-tower")
+    settings = parse_variant(args.model, args.variant)
     stages = args.stages.split(",") if not settings or args.test else ["valid"]
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "bench" / "results" / f"{args.model}.json")
 
     def keep(record: dict) -> None:
         """Merge into the file as it is now (another run may have written it meanwhile)."""
@@ -115,14 +120,15 @@ def main() -> None:
         for protocol in args.protocols.split(","):
             split = make_split(ds, protocol)
             for stage in stages:
-                record = run(ds, split, protocol, stage, settings)
+                record = run(args.model, ds, split, protocol, stage, settings)
                 record["task"] = "ranking"
                 keep(record)
                 tr = record["training"]
-                print(f"{name:14s} {record['protocol']:7s} {stage:5s} {settings or 'defaults'} -> "
+                print(f"{args.model} {name:14s} {record['protocol']:7s} {stage:5s} {settings or 'defaults'} -> "
                       + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items())
                       + f" | fit {record['fit_seconds']:.0f}s, {tr['seconds_per_epoch']:.1f}s/epoch, "
-                        f"best epoch {tr['best_epoch']} of {tr['epochs_run']}", flush=True)
+                        f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, inference "
+                        f"{1000 * record['eval_seconds'] / record['n_users_evaluated']:.2f}s/1k users", flush=True)
     if args.ratings:
         record = ratings(load_dataset(DATA / "ml-100k"), settings)
         keep(record)
@@ -133,7 +139,7 @@ def main() -> None:
         # per-example negatives and tower passes under DP: a small tower keeps it to minutes
         dp = {**settings, "dp_noise_multiplier": 1.0, "dp_max_grad_norm": 1.0, "dim": 64, "hidden": 0,
               "negatives": 50, "epochs": 5}
-        record = run(ds, make_split(ds, "loo"), "loo", "test", dp)
+        record = run(TWO_TOWER, ds, make_split(ds, "loo"), "loo", "test", dp)
         record["task"] = "ranking"
         keep(record)
         print(f"ml-100k P-LOO test DP-SGD {dp} -> {record['metrics']} epsilon "
