@@ -249,7 +249,7 @@ def test_lora_finetuning_rewrites_the_item_table_with_the_tuned_encoder(loo, cac
     import torch
 
     frozen = fit(loo, cache, epochs=1, dim=None, valid="none")
-    tuned = fit(loo, cache, epochs=1, dim=None, valid="none", lora_lr=1e-2, run_dir=str(tmp_path), **LORA)
+    tuned = fit(loo, cache, epochs=1, dim=None, valid="none", lora_lr=3e-3, run_dir=str(tmp_path), **LORA)
     assert tuned.train_summary_["lora"]["kept"] and tuned.train_summary_["lora"]["epochs_run"] == 1
     before, after = frozen.net_.text, tuned.net_.text  # (I, 384): LM table before / after tuning
     cos = torch.nn.functional.cosine_similarity(before, after, dim=1)
