@@ -114,3 +114,7 @@ class TestSASRec(RecommenderConformance):
     settings = {"dim": 32, "layers": 1, "max_len": 20, "epochs": 50, "lr": 0.005, "dropout": 0.5,
                 "batch_size": 16, "valid": "none"}
     min_parity_share = 0.9
+
+
+class TestSASRecText(TestSASRec):
+    model_name = "sasrec-text"

@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "llm-rerank": "llm4rec.models.rerank:LLMRerank",
     "llm-two-tower": "llm4rec.models.two_tower:TwoTower",
     "sasrec": "llm4rec.models.sasrec:SASRec",
+    "sasrec-text": "llm4rec.models.sasrec:SASRecText",
     "semantic-knn": "llm4rec.models.semantic_knn:SemanticKNN",
     "ensemble": "llm4rec.models.ensemble:Ensemble",
 }

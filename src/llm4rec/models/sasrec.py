@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from llm4rec.data import Dataset
 
-__all__ = ["SASRec", "SASRecConfig"]
+__all__ = ["SASRec", "SASRecConfig", "SASRecText", "SASRecTextConfig"]
 
 #: users scored per forward pass at inference
 _SCORE_BLOCK = 512
@@ -78,8 +78,16 @@ class SequenceBatch:
     neg: torch.Tensor | None
 
 
-def _build_net(cfg: SASRecConfig, n_items: int) -> torch.nn.Module:
-    """The transformer (built by the trainer after seeding, or by ``load``)."""
+def _build_net(cfg: SASRecConfig, n_items: int, text: np.ndarray | None = None,
+               seen: np.ndarray | None = None) -> torch.nn.Module:
+    """The transformer (built by the trainer after seeding, or by ``load``).
+
+    With ``text`` (float32[n_items + 1, T], row 0 zeros) items are
+    represented by a learned adapter of their LM embedding, plus (with
+    ``cfg.id_embeddings``) an ID embedding for the items with training
+    interactions (``seen``: float32[n_items + 1], 1 = seen), dropped at
+    random while training so the text part learns to stand alone.
+    """
     import torch
     from torch import nn
 
@@ -105,10 +113,17 @@ def _build_net(cfg: SASRecConfig, n_items: int) -> torch.nn.Module:
     class SASRecNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.items = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # row 0: padding
-            nn.init.normal_(self.items.weight, std=cfg.dim ** -0.5)
-            with torch.no_grad():
-                self.items.weight[0].zero_()
+            self.register_buffer("text", None if text is None else torch.as_tensor(text))  # (I + 1, T)
+            self.register_buffer("seen", None if seen is None else torch.as_tensor(seen))  # (I + 1,)
+            if text is not None:
+                self.adapter = nn.Sequential(nn.Linear(text.shape[1], cfg.dim), nn.LayerNorm(cfg.dim))
+            if text is None or getattr(cfg, "id_embeddings", False):
+                self.items = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # row 0: padding
+                nn.init.normal_(self.items.weight, std=cfg.dim ** -0.5 if text is None else 1e-3)
+                with torch.no_grad():
+                    self.items.weight[0].zero_()
+            else:
+                self.items = None
             self.positions = nn.Embedding(cfg.max_len, cfg.dim)
             self.drop = nn.Dropout(cfg.dropout)
             self.blocks = nn.ModuleList(Block() for _ in range(cfg.layers))
@@ -117,7 +132,7 @@ def _build_net(cfg: SASRecConfig, n_items: int) -> torch.nn.Module:
         def forward(self, inputs: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, list]:
             """inputs int64[B, L] (0 = padding) -> (float[B, L, d] states, per-block attention float[B, L, L])."""
             b, n = inputs.shape
-            x = self.items(inputs) * math.sqrt(cfg.dim) + self.positions.weight[cfg.max_len - n:][None]
+            x = self.embed(inputs) * math.sqrt(cfg.dim) + self.positions.weight[cfg.max_len - n:][None]
             real = inputs > 0  # (B, L)
             x = self.drop(x) * real[..., None]
             future = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)  # (L, L)
@@ -131,9 +146,23 @@ def _build_net(cfg: SASRecConfig, n_items: int) -> torch.nn.Module:
                 weights.append(w)
             return self.norm(x), weights
 
+        def embed(self, index: torch.Tensor) -> torch.Tensor:
+            """int64[...] item index + 1 (0 = padding) -> float[..., d] item representations."""
+            if self.text is None:
+                return self.items(index)
+            rep = self.adapter(self.text[index])
+            if self.items is not None:
+                keep = self.seen[index, None]
+                if self.training and cfg.id_dropout > 0:
+                    keep = keep * (torch.rand(keep.shape, device=keep.device) >= cfg.id_dropout)
+                rep = rep + keep * self.items(index)
+            return rep
+
         def item_table(self) -> torch.Tensor:
             """float[n_items, d]: the output embedding of every item (the padding row left out)."""
-            return self.items.weight[1:]
+            if self.text is None:
+                return self.items.weight[1:]
+            return self.embed(torch.arange(1, len(self.text)))
 
     return SASRecNet()
 
@@ -141,8 +170,8 @@ def _build_net(cfg: SASRecConfig, n_items: int) -> torch.nn.Module:
 class _Task:
     """The :class:`~llm4rec.training.TrainingTask` of SASRec on one training set."""
 
-    def __init__(self, cfg: SASRecConfig, train: Dataset) -> None:
-        self.cfg, self.train = cfg, train
+    def __init__(self, cfg: SASRecConfig, train: Dataset, text: np.ndarray | None) -> None:
+        self.cfg, self.train, self.text = cfg, train, text
         window = train.recent_items(cfg.max_len + 1)  # (U, L + 1), -1 padded on the left
         self.examples = np.flatnonzero((window >= 0).sum(1) >= 2)  # users with one next-item pair at least
         self.n_examples = len(self.examples)
@@ -153,7 +182,11 @@ class _Task:
         self.net: torch.nn.Module | None = None
 
     def build(self) -> torch.nn.Module:
-        self.net = _build_net(self.cfg, self.n_items)
+        seen = None
+        if self.text is not None:
+            seen = np.zeros(self.n_items + 1, dtype=np.float32)
+            seen[1 + self.pool] = 1.0
+        self.net = _build_net(self.cfg, self.n_items, self.text, seen)
         return self.net
 
     def batch(self, index: np.ndarray, rng: np.random.Generator) -> SequenceBatch:
@@ -210,8 +243,9 @@ class SASRec(Recommender):
         cfg = self.config
         if cfg.dim % cfg.heads:
             raise InputError("heads must divide dim", value=(cfg.dim, cfg.heads), expected="dim % heads == 0")
+        text = self._item_text(data)
         train, stage = holdout(data, cfg.valid, seed=cfg.seed)
-        task = _Task(cfg, train)
+        task = _Task(cfg, train, text)
         run = {"model": self.name, "config": cfg.model_dump(mode="json")}
         result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, stage)
         self.net_ = result.module
@@ -220,6 +254,10 @@ class SASRec(Recommender):
         self.history_items_ = data.recent_items(cfg.max_len)  # scoring reads the whole fit set
         if cfg.run_dir is not None:
             self.save(Path(cfg.run_dir) / "model")
+
+    def _item_text(self, data: Dataset) -> np.ndarray | None:
+        """float32[n_items + 1, T] LM embeddings with a zero padding row (``sasrec-text``), or None."""
+        return None
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return _score(self.net_, self.history_items_, users, None)
@@ -276,7 +314,9 @@ class SASRec(Recommender):
         return {"history_items": self.history_items_, **module_arrays(self.net_)}
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.net_ = _build_net(self.config, self.n_items_)
+        text, seen = arrays.get("net__text"), arrays.get("net__seen")
+        self.net_ = _build_net(self.config, self.n_items_, None if text is None else np.array(text),
+                               None if seen is None else np.array(seen))
         self.net_.load_state_dict(module_weights(arrays))
         self.net_.eval()
         self.history_items_ = np.array(arrays["history_items"])
@@ -296,3 +336,30 @@ def _score(net: torch.nn.Module, histories: np.ndarray, users: np.ndarray, items
             states, _ = net(torch.from_numpy(hist + 1))
             out[start:start + len(hist)] = (states[:, -1] @ cand.T).numpy()
     return out
+
+
+class SASRecTextConfig(SASRecConfig):
+    """Settings of ``sasrec-text``: those of ``sasrec`` plus the text side."""
+
+    encoder: str = Field("minilm", description="text encoder of llm4rec.text.item_embeddings")
+    template: str | None = Field(None, description="item text template; None = the dataset's default")
+    cache_dir: str | None = Field(None, description="embedding cache directory of the text layer")
+    id_embeddings: bool = Field(True, description="add an ID embedding for items seen in training")
+    id_dropout: float = Field(0.5, ge=0, lt=1, description="while training, drop an item's ID part with this "
+                                                           "probability (cold items have text only)")
+
+
+class SASRecText(SASRec):
+    """SASRec over language-model item representations: a learned adapter of the frozen LM embedding
+    of each item's text (+ a gated-by-training ID embedding), so unseen items are ranked by their text."""
+
+    name = "sasrec-text"
+    Config = SASRecTextConfig
+
+    def _item_text(self, data: Dataset) -> np.ndarray:
+        from llm4rec.text import item_embeddings
+
+        cfg = self.config
+        emb = item_embeddings(data, encoder=cfg.encoder, template=cfg.template, cache_dir=cfg.cache_dir,
+                              progress=cfg.progress)
+        return np.concatenate([np.zeros((1, emb.shape[1]), dtype=np.float32), emb.astype(np.float32)])
