@@ -132,7 +132,8 @@ def _build_net(cfg: SASRecConfig, n_items: int, text: np.ndarray | None = None,
         def forward(self, inputs: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, list]:
             """inputs int64[B, L] (0 = padding) -> (float[B, L, d] states, per-block attention float[B, L, L])."""
             b, n = inputs.shape
-            x = self.embed(inputs) * math.sqrt(cfg.dim) + self.positions.weight[cfg.max_len - n:][None]
+            scale = math.sqrt(cfg.dim) if self.text is None else 1.0  # the adapter's LayerNorm sets text's scale
+            x = self.embed(inputs) * scale + self.positions.weight[cfg.max_len - n:][None]
             real = inputs > 0  # (B, L)
             x = self.drop(x) * real[..., None]
             future = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)  # (L, L)
