@@ -235,8 +235,10 @@ def test_lora_encoder_starts_as_the_frozen_encoder_and_trains_only_its_adapters(
     np.testing.assert_allclose(lora.encode(texts), frozen.encode(texts), atol=1e-5)
     trainable = [name for name, p in lora.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
-    lora.train()
-    lora(texts).sum().backward()
+    lora.train()  # gradients, but no dropout: the same vectors as encode()
+    z = lora(texts)
+    np.testing.assert_allclose(z.detach().numpy(), lora.encode(texts), atol=1e-6)
+    z.sum().backward()
     assert all(p.grad is not None for p in lora.parameters() if p.requires_grad)
     with pytest.raises(InputError, match="torch text encoder"):
         LoraTextEncoder(get_encoder("minilm-int8"))

