@@ -131,8 +131,8 @@ class TwoTowerConfig(ModelConfig, TrainingConfig):
     lora_epochs: int = Field(2, ge=1, description="fine-tuning epochs (validated after each)")
     lora_steps: int = Field(100, ge=1, description="fine-tuning steps per epoch")
     lora_batch: int = Field(32, ge=1, description="examples per fine-tuning step")
-    lora_negatives: int = Field(64, ge=1, description="how many of a fine-tuning step's negatives go through "
-                                                      "the encoder; the others read the stored table")
+    lora_negatives: int = Field(64, ge=1, description="sampled negatives per fine-tuning step (each one's "
+                                                      "text goes through the encoder)")
     lora_lr: float = Field(3e-4, gt=0, description="Adam learning rate while fine-tuning")
 
     @field_validator("encoder", "template", "cache_dir", "dim", mode="before")
@@ -447,14 +447,15 @@ class _Task:
 class _LoraTask(_Task):
     """Fine-tuning of the text encoder inside the item tower (``finetune="lora"``), after the frozen training.
 
-    Each step draws ``lora_batch`` random training examples and the usual
-    ``negatives``. The texts of the positives and of the first
-    ``lora_negatives`` negatives go through the LoRA encoder (with grad;
-    only the adapters train, the towers stay as the frozen training left them);
-    history items and the other negatives read the stored LM table (so the
-    objective stays the one the towers were trained on), which is re-encoded
-    with the current adapters before every validation and at the end: the
-    saved model holds the tuned embeddings of every item, cold ones included.
+    Each step draws ``lora_batch`` random training examples and
+    ``lora_negatives`` negatives, whose texts all go through the LoRA encoder
+    (with grad; only the adapters train, the towers stay as the frozen
+    training left them). History items read the stored LM table, which is
+    re-encoded with the current adapters before every validation and at the
+    end: the saved model holds the tuned embeddings of every item, cold ones
+    included. (Scoring some negatives from the stored table instead let the
+    adapters lower the loss by moving every fresh embedding at once, which
+    ranks nothing better.)
     """
 
     def __init__(self, model: TwoTower, train: Dataset, text: np.ndarray, user_text: np.ndarray | None,
@@ -462,6 +463,7 @@ class _LoraTask(_Task):
         super().__init__(model, train, text, user_text)
         self.net, self.texts = net, texts
         self.n_examples = self.cfg.lora_steps * self.cfg.lora_batch
+        self.n_negatives = min(self.n_negatives, self.cfg.lora_negatives)
         self.encoder: torch.nn.Module | None = None
         self.stale = False  # the stored table predates the latest adapter step
 
@@ -486,12 +488,10 @@ class _LoraTask(_Task):
         net, encoder = module["net"], module["encoder"]
         b = len(batch.pos)
         user = net.users(batch.users, net.items(batch.history), batch.mask)  # (B, d)
-        n_live = min(self.cfg.lora_negatives, batch.neg.shape[1])  # the first negatives go through the encoder
-        distinct, inverse = torch.unique(torch.cat([batch.pos, batch.neg[0, :n_live]]), return_inverse=True)
+        distinct, inverse = torch.unique(torch.cat([batch.pos, batch.neg[0]]), return_inverse=True)
         live = encoder([self.texts[i] for i in distinct.tolist()])  # (D, T) with grad
-        cand = net.items(distinct, text=live)[inverse]  # (B + n_live, d)
-        neg = torch.cat([cand[b:], net.items(batch.neg[0, n_live:])])[None]  # (1, N, d): the rest from the table
-        return self._loss(batch, [user, cand[:b], neg])
+        cand = net.items(distinct, text=live)[inverse]  # (B + N, d)
+        return self._loss(batch, [user, cand[:b], cand[b:][None]])
 
     def refresh(self) -> None:
         """Re-encode every item's text with the current adapters into the stored LM table."""
