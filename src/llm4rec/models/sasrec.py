@@ -115,11 +115,13 @@ def _build_net(cfg: SASRecConfig, n_items: int, text: np.ndarray | None = None,
             super().__init__()
             self.register_buffer("text", None if text is None else torch.as_tensor(text))  # (I + 1, T)
             self.register_buffer("seen", None if seen is None else torch.as_tensor(seen))  # (I + 1,)
-            if text is not None:
-                self.adapter = nn.Sequential(nn.Linear(text.shape[1], cfg.dim), nn.LayerNorm(cfg.dim))
+            if text is not None:  # starts at 0: training starts from the ID model and learns what text adds
+                self.adapter = nn.Linear(text.shape[1], cfg.dim)
+                nn.init.zeros_(self.adapter.weight)
+                nn.init.zeros_(self.adapter.bias)
             if text is None or getattr(cfg, "id_embeddings", False):
                 self.items = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # row 0: padding
-                nn.init.normal_(self.items.weight, std=cfg.dim ** -0.5 if text is None else 1e-3)
+                nn.init.normal_(self.items.weight, std=cfg.dim ** -0.5)
                 with torch.no_grad():
                     self.items.weight[0].zero_()
             else:
@@ -132,8 +134,7 @@ def _build_net(cfg: SASRecConfig, n_items: int, text: np.ndarray | None = None,
         def forward(self, inputs: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, list]:
             """inputs int64[B, L] (0 = padding) -> (float[B, L, d] states, per-block attention float[B, L, L])."""
             b, n = inputs.shape
-            scale = math.sqrt(cfg.dim) if self.text is None else 1.0  # the adapter's LayerNorm sets text's scale
-            x = self.embed(inputs) * scale + self.positions.weight[cfg.max_len - n:][None]
+            x = self.embed(inputs) * math.sqrt(cfg.dim) + self.positions.weight[cfg.max_len - n:][None]
             real = inputs > 0  # (B, L)
             x = self.drop(x) * real[..., None]
             future = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)  # (L, L)
@@ -346,7 +347,7 @@ class SASRecTextConfig(SASRecConfig):
     template: str | None = Field(None, description="item text template; None = the dataset's default")
     cache_dir: str | None = Field(None, description="embedding cache directory of the text layer")
     id_embeddings: bool = Field(True, description="add an ID embedding for items seen in training")
-    id_dropout: float = Field(0.5, ge=0, lt=1, description="while training, drop an item's ID part with this "
+    id_dropout: float = Field(0.2, ge=0, lt=1, description="while training, drop an item's ID part with this "
                                                            "probability (cold items have text only)")
 
 
