@@ -287,7 +287,7 @@ class SASRec(Recommender):
         hist = self.history_items_[user]
         hist = hist[hist >= 0]
         weights = self.attention(user)
-        out = explanation(self, user, item, hist, weights, top=top, reason="what follows, by attention,")
+        out = explanation(self, user, item, hist, weights, top=top, reason="what usually comes after")
         where = {int(i): len(hist) - j for j, i in enumerate(hist.tolist())}
         for entry in out["because"]:
             entry["position"] = where[entry["item"]]
