@@ -91,6 +91,29 @@ def test_bad_options_are_one_paragraph_errors(capsys, ratings_csv, tmp_path, arg
     assert not out_json.exists() and list(tmp_path.iterdir()) == [ratings_csv]
 
 
+def test_evaluate_applies_a_saved_sasrec_text_model_to_another_dataset(capsys, ratings_csv, tmp_path):
+    """--model-path: zero-shot on another catalogue, --set epochs=N fine-tunes; ID-only models refuse."""
+    from llm4rec.data import make_synthetic
+    from llm4rec.data.export import save_dataset
+    from llm4rec.models import create_model
+
+    cache = str(tmp_path / "cache")
+    small = {"dim": 16, "layers": 1, "max_len": 10, "epochs": 2, "cache_dir": cache}
+    create_model("sasrec-text", small).fit(make_synthetic(n_users=80, n_items=60, seed=1)).save(tmp_path / "src")
+    target = save_dataset(make_synthetic(n_users=80, n_items=60, seed=2), tmp_path / "other")
+    for extra, epochs in (([], 0), (["--set", "epochs=1"], 1)):
+        code, out, _ = run(capsys, "evaluate", "--data", str(target), "--model-path", str(tmp_path / "src"),
+                           *extra, "--json", str(tmp_path / "t.json"))
+        rec = json.loads((tmp_path / "t.json").read_text())
+        assert code == 0 and "NDCG@10" in out and rec["model"] == "sasrec-text"
+        assert rec["config"]["init_from"] == str(tmp_path / "src") and rec["config"]["epochs"] == epochs
+    run(capsys, "evaluate", "--data", str(ratings_csv), "--model", "ease", "--save-model", str(tmp_path / "ease"))
+    code, _, err = run(capsys, "evaluate", "--data", str(target), "--model-path", str(tmp_path / "ease"))
+    assert code == 2 and "cannot be applied to another dataset" in err and "Traceback" not in err
+    code, _, err = run(capsys, "evaluate", "--data", str(target))
+    assert code == 2 and "--model NAME or --model-path DIR" in err
+
+
 def test_missing_file_and_bad_rating_name_the_place(capsys, tmp_path):
     code, _, err = run(capsys, "evaluate", "--data", str(tmp_path / "nope.csv"), "--model", "ease")
     assert code == 2 and "nope.csv" in err and "Traceback" not in err

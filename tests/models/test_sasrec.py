@@ -68,11 +68,35 @@ def test_attention_explanation_points_at_history_positions(model, stage):
     assert out["because"][0]["label"] in out["text"]
 
 
+def test_the_contrastive_auxiliary_loss_keeps_the_rule_learnable(stage):
+    model = create_model("sasrec", {**FAST, "contrastive": 0.1, "augment_rate": 0.4}).fit(stage.fit)
+    assert evaluate(model, stage).metrics["HR@10"] >= 0.9
+
+
+def test_the_contrastive_loss_finds_each_views_twin():
+    """Identical views of distinct sequences at a low temperature: InfoNCE near 0; swapped twins: large."""
+    import torch
+
+    from llm4rec.models.sasrec import SASRecConfig, _build_net, _contrastive
+
+    torch.manual_seed(0)
+    net = _build_net(SASRecConfig(dim=32, layers=1, max_len=10, dropout=0.0), n_items=50).eval()
+    seqs = torch.arange(1, 41).reshape(8, 5)  # 8 sequences without shared items
+    with torch.no_grad():
+        same = _contrastive(net, (seqs, seqs), temperature=0.01)
+        wrong = _contrastive(net, (seqs, seqs.roll(1, 0)), temperature=0.01)
+    assert same < 1e-3 and wrong > 1.0
+
+
 def test_settings_are_checked(stage):
     with pytest.raises(InputError, match="heads must divide dim"):
         create_model("sasrec", {**FAST, "heads": 3, "epochs": 1}).fit(stage.fit)
     with pytest.raises(InputError, match="loss"):
         create_model("sasrec", {"loss": "mse"})
+    with pytest.raises(InputError, match="augmentation"):
+        create_model("sasrec", {"augment": "none"})
+    with pytest.raises(InputError, match="DP-SGD"):
+        create_model("sasrec", {**FAST, "contrastive": 0.1, "dp_noise_multiplier": 1.0}).fit(stage.fit)
 
 
 @pytest.mark.slow

@@ -45,3 +45,59 @@ def test_the_id_part_is_only_for_seen_items_and_reload_scores_the_same(cold, cac
     np.testing.assert_array_equal(loaded.score(np.arange(10)), model.score(np.arange(10)))
     explained = model.explain(0, int(cold.candidates[0]))
     assert explained["because"] and "position" in explained["because"][0]
+
+
+@pytest.fixture(scope="module")
+def source(cold, cache, tmp_path_factory):
+    """sasrec-text trained on one synthetic catalogue, saved."""
+    path = tmp_path_factory.mktemp("source") / "model"
+    create_model("sasrec-text", {**FAST, "cache_dir": cache}).fit(cold.fit).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def other():
+    """Another catalogue and other users: the same genre vocabulary, no shared item."""
+    ds = make_synthetic(n_users=250, n_items=250, interactions_per_user=(8, 30), seed=7)
+    return make_split(ds, "loo").stage("test")
+
+
+def test_zero_shot_transfer_ranks_another_catalogue_through_text(source, other, cache):
+    from llm4rec.models import transfer_settings
+
+    name, settings = transfer_settings(source)
+    assert name == "sasrec-text" and settings["epochs"] == 0 and settings["init_from"] == str(source)
+    model = create_model(name, {**settings, "cache_dir": cache}).fit(other.fit)
+    src = Recommender.load(source).net_.state_dict()
+    got = model.net_.state_dict()
+    for key in ("adapter.weight", "blocks.0.attn.in_proj_weight", "positions.weight"):
+        np.testing.assert_array_equal(got[key].numpy(), src[key].numpy())
+    assert not got["items.weight"].any()  # the source's ID embeddings stay behind
+    assert got["text"].shape[0] == other.fit.n_items + 1
+    ours = evaluate(model, other).metrics["NDCG@10"]
+    n = other.fit.n_items - other.fit.matrix().getnnz(1).mean()  # candidates per user
+    chance = (1 / np.log2(np.arange(2, 12))).sum() / n  # expected NDCG@10 of a random order
+    assert ours > 3 * chance
+
+
+def test_brief_fine_tuning_after_transfer_improves_on_zero_shot(source, other, cache):
+    from llm4rec.models import transfer_settings
+
+    _, settings = transfer_settings(source)
+    zero = create_model("sasrec-text", {**settings, "cache_dir": cache}).fit(other.fit)
+    tuned = create_model("sasrec-text", {**settings, "cache_dir": cache, "epochs": 5}).fit(other.fit)
+    assert tuned.train_summary_["epochs_run"] >= 1
+    assert evaluate(tuned, other).metrics["NDCG@10"] > evaluate(zero, other).metrics["NDCG@10"]
+
+
+def test_transfer_settings_are_checked(source, tmp_path, cold, cache):
+    from llm4rec.errors import InputError
+    from llm4rec.models import transfer_settings
+
+    with pytest.raises(InputError, match="epochs=0 needs init_from"):
+        create_model("sasrec-text", {"epochs": 0})
+    create_model("ease").fit(cold.fit).save(tmp_path / "ease")
+    with pytest.raises(InputError, match="cannot be applied to another dataset"):
+        transfer_settings(tmp_path / "ease")
+    with pytest.raises(InputError, match="not a saved model"):
+        transfer_settings(tmp_path)

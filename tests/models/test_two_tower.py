@@ -12,7 +12,6 @@ from llm4rec.data import make_split, make_synthetic
 from llm4rec.errors import InputError
 from llm4rec.evaluation import evaluate
 from llm4rec.models import Recommender, create_model
-from llm4rec.models.two_tower import _augment
 
 #: small and fast: a linear 32-d item tower, few negatives, few epochs
 FAST = {"dim": 32, "hidden": 0, "negatives": 50, "epochs": 3, "batch_size": 256}
@@ -127,25 +126,6 @@ def test_user_text_option(loo, cache):
     model = fit(loo, cache, epochs=1, user_text=True)
     assert model.net_.user_text.shape[0] == loo.fit.n_users
     assert np.isfinite(model.score(np.arange(5))).all()
-
-
-def test_history_augmentation_keeps_histories_valid():
-    rng = np.random.default_rng(0)
-    rows = np.arange(200).reshape(20, 10)
-    lengths = rng.integers(0, 11, 20)
-    mask = np.arange(10)[None, :] >= 10 - lengths[:, None]  # right-aligned
-    for ops in (["crop"], ["mask"], ["reorder"], ["crop", "mask", "reorder"]):
-        slots, kept = _augment(rows, mask, ops, 0.4, rng)
-        for r in range(20):
-            before, after = set(rows[r][mask[r]]), slots[r][kept[r]]
-            assert set(after) <= before and len(set(after)) == len(after)
-            assert (len(after) >= 1) == (len(before) >= 1)
-            n = kept[r].sum()
-            assert kept[r, 10 - n:].all()  # still right-aligned
-            if ops == ["reorder"]:
-                assert set(after) == before
-            if ops == ["mask"] and len(before):
-                assert rows[r][mask[r]][-1] == after[-1]  # the most recent item is never masked
 
 
 def test_rating_mode_predicts_ratings_better_than_the_mean(synthetic, cache):

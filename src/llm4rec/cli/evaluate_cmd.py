@@ -13,7 +13,8 @@ from llm4rec.cli.data_cmd import FORMAT_HELP, load_with_spinner
 
 def evaluate_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset file or directory."),
-    model: str = typer.Option(..., "--model", "-m", help="Model name: pop, itemknn, ease, als, bpr."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name, e.g. ease, sasrec, llm-two-tower; or give "
+                                                          "--model-path."),
     protocol: str = typer.Option("loo", "--protocol", "-p", help="loo, loo100, rand or cold (PROTOCOLS.md)."),
     seed: int = typer.Option(2026, "--seed", help="Seed of every random draw of the protocol (and the model)."),
     settings: list[str] = typer.Option(None, "--set", help="Model setting KEY=VALUE (repeatable), e.g. l2=400."),
@@ -21,15 +22,30 @@ def evaluate_command(
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     json_out: Path = typer.Option(None, "--json", help="Also write the result record as JSON here."),
     save_model: Path = typer.Option(None, "--save-model", help="Save the fitted model to this directory."),
+    model_path: Path = typer.Option(None, "--model-path", help="A saved sasrec-text model to apply to DATA "
+                                                               "(transfer through item text): zero-shot, or "
+                                                               "fine-tuned briefly with --set epochs=N."),
 ) -> None:
-    """Fit MODEL on the protocol's fit set and report its metrics (full ranking by default)."""
+    """Fit MODEL on the protocol's fit set and report its metrics (full ranking by default).
+
+    With --model-path, a model trained on another dataset is applied to
+    DATA's items and histories instead (its ID embeddings stay behind).
+    """
     from llm4rec._atomic import atomic_write_text
     from llm4rec.data.splits import check_protocol
     from llm4rec.evaluation.experiment import run_experiment
     from llm4rec.evaluation.report import comparison_table
-    from llm4rec.models import create_model
+    from llm4rec.errors import InputError
+    from llm4rec.models import create_model, transfer_settings
 
     parsed = parse_settings(settings)
+    if model_path is not None:
+        saved, base = transfer_settings(model_path)
+        if model is not None and model != saved:
+            raise InputError("--model and --model-path disagree", value=model, expected=saved)
+        model, parsed = saved, {**base, **parsed}
+    elif model is None:
+        raise InputError("no model given", expected="--model NAME or --model-path DIR")
     protocol = check_protocol(protocol)
     create_model(model, parsed)  # fail fast on a bad model or setting, before loading data
     ds = load_with_spinner(data, fmt)

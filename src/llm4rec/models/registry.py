@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from llm4rec.errors import InputError
 
-__all__ = ["MODELS", "create_model", "model_class"]
+__all__ = ["MODELS", "create_model", "model_class", "transfer_settings"]
 
 MODELS: dict[str, str] = {
     "pop": "llm4rec.models.popularity:Popularity",
@@ -36,3 +37,26 @@ def create_model(name: str, settings: dict[str, Any] | None = None):
     """Instantiate model ``name`` with validated settings (InputError on unknown keys)."""
     klass = model_class(name)
     return klass(klass.make_config(settings or {}))
+
+
+def transfer_settings(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(model name, settings) that apply the model saved at ``path`` to another dataset.
+
+    Only models with an ``init_from`` setting transfer (``sasrec-text``: its
+    items are known by their text). The settings are the saved ones with
+    ``init_from=path`` and ``epochs=0`` (zero-shot; set ``epochs`` to
+    fine-tune); the seed and run directory are left to the new run.
+    """
+    import json
+
+    path = Path(path)
+    meta_path = path / "config.json"
+    if not meta_path.exists():
+        raise InputError("not a saved model directory", path=path, expected="config.json and arrays.npz")
+    meta = json.loads(meta_path.read_text())
+    name = meta.get("model", "?")
+    if "init_from" not in model_class(name).Config.model_fields:
+        raise InputError("this saved model cannot be applied to another dataset's items", path=meta_path,
+                         value=name, expected="a model that knows items by their text: sasrec-text")
+    settings = {k: v for k, v in meta["config"].items() if k not in ("seed", "run_dir")}
+    return name, {**settings, "init_from": str(path), "epochs": 0}

@@ -14,7 +14,10 @@ One training example per user: the last ``max_len + 1`` items of the fit
 sequence, every position predicting the next item. Scoring reads the last
 ``max_len`` items of the whole fit sequence, so a P-LOO target is the next
 item after it. Early stopping: the shared :class:`~llm4rec.training.Trainer`
-on NDCG@10 of each user's last fit item (``valid``).
+on NDCG@10 of each user's last fit item (``valid``). With ``contrastive > 0``
+an InfoNCE loss between two augmented views (crop / mask / reorder, one
+drawn per view) of each training sequence is added (CL4SRec, Xie et al.
+ICDE 2022).
 
 Items never seen in training keep their random initial embeddings: an
 ID-only model cannot rank cold items (``sasrec-text`` can).
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from llm4rec.data.augment import augment_histories, parse_augmentations
 from llm4rec.errors import InputError
 from llm4rec.models.base import ModelConfig, Recommender
 from llm4rec.models.torch_state import module_arrays, module_weights
@@ -61,6 +65,20 @@ class SASRecConfig(ModelConfig, TrainingConfig):
                                                                     "'softmax': sampled softmax over shared "
                                                                     "negatives")
     negatives: int = Field(256, ge=1, description="shared negatives per step (loss='softmax')")
+    contrastive: float = Field(0.0, ge=0, description="weight of a contrastive loss between two augmented "
+                                                      "views of each sequence (CL4SRec); 0 = off")
+    augment: str = Field("crop,mask,reorder", description="augmentations a view draws one of")
+    augment_rate: float = Field(0.3, gt=0, lt=1, description="share of a sequence cropped away, masked "
+                                                             "or reordered in a view")
+    cl_temperature: float = Field(1.0, gt=0, description="temperature of the contrastive loss")
+
+    @field_validator("augment")
+    @classmethod
+    def _check_augment(cls, value: str) -> str:
+        value = parse_augmentations(value)
+        if value == "none":
+            raise ValueError("a contrastive view needs an augmentation: a comma list of crop, mask, reorder")
+        return value
 
 
 @dataclass
@@ -71,11 +89,13 @@ class SequenceBatch:
         inputs: int64[B, L] item index + 1 (0 = padding).
         target: int64[B, L] next item index, -1 where there is none.
         neg: int64[B, L] (bce) or int64[N] (softmax) sampled negatives, or None (ce).
+        views: two int64[B, L'] augmented copies of ``inputs`` (contrastive loss), or None.
     """
 
     inputs: torch.Tensor
     target: torch.Tensor
     neg: torch.Tensor | None
+    views: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _build_net(cfg: SASRecConfig, n_items: int, text: np.ndarray | None = None,
@@ -172,8 +192,9 @@ def _build_net(cfg: SASRecConfig, n_items: int, text: np.ndarray | None = None,
 class _Task:
     """The :class:`~llm4rec.training.TrainingTask` of SASRec on one training set."""
 
-    def __init__(self, cfg: SASRecConfig, train: Dataset, text: np.ndarray | None) -> None:
-        self.cfg, self.train, self.text = cfg, train, text
+    def __init__(self, cfg: SASRecConfig, train: Dataset, text: np.ndarray | None,
+                 init: dict[str, torch.Tensor] | None = None) -> None:
+        self.cfg, self.train, self.text, self.init = cfg, train, text, init
         window = train.recent_items(cfg.max_len + 1)  # (U, L + 1), -1 padded on the left
         self.examples = np.flatnonzero((window >= 0).sum(1) >= 2)  # users with one next-item pair at least
         self.n_examples = len(self.examples)
@@ -184,11 +205,20 @@ class _Task:
         self.net: torch.nn.Module | None = None
 
     def build(self) -> torch.nn.Module:
+        import torch
+
         seen = None
         if self.text is not None:
             seen = np.zeros(self.n_items + 1, dtype=np.float32)
             seen[1 + self.pool] = 1.0
         self.net = _build_net(self.cfg, self.n_items, self.text, seen)
+        if self.init is not None:  # transfer: every weight but the ID embeddings of the source's items
+            missing, _ = self.net.load_state_dict(self.init, strict=False)
+            if self.net.items is not None:
+                torch.nn.init.zeros_(self.net.items.weight)
+            if set(missing) - {"items.weight", "text", "seen"}:
+                raise InputError("the source model's weights do not fit this architecture", value=missing,
+                                 expected="a sasrec-text model with the same settings")
         return self.net
 
     def batch(self, index: np.ndarray, rng: np.random.Generator) -> SequenceBatch:
@@ -205,7 +235,19 @@ class _Task:
             neg = torch.from_numpy(self.pool[rng.integers(len(self.pool), size=target.shape)])
         elif self.cfg.loss == "softmax":
             neg = torch.from_numpy(self.pool[rng.integers(len(self.pool), size=self.cfg.negatives)])
-        return SequenceBatch(torch.from_numpy(inputs + 1), torch.from_numpy(target), neg)
+        views = None
+        if self.cfg.contrastive > 0:
+            views = tuple(self._view(inputs, rng) for _ in range(2))
+        return SequenceBatch(torch.from_numpy(inputs + 1), torch.from_numpy(target), neg, views)
+
+    def _view(self, inputs: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """int64[B, L'] one augmented copy of ``inputs`` (-1 padded) as model input (0 = padding)."""
+        import torch
+
+        slots, real = augment_histories(inputs, inputs >= 0, self.cfg.augment.split(","), self.cfg.augment_rate,
+                                        rng, one_of=True)
+        slots = np.where(real, slots + 1, 0)
+        return torch.from_numpy(slots[:, int(np.argmax(real.any(0))):])
 
     def loss(self, module: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
         import torch.nn.functional as F
@@ -217,18 +259,36 @@ class _Task:
         h = states[valid]  # (P, d): positions with a next item
         target = batch.target[valid]  # (P,)
         table = module.item_table()  # (I, d)
+        extra = 0.0
+        if batch.views is not None:
+            extra = self.cfg.contrastive * _contrastive(module, batch.views, self.cfg.cl_temperature)
         if self.cfg.loss == "ce":
-            return F.cross_entropy(h @ table.T, target)
+            return F.cross_entropy(h @ table.T, target) + extra
         s_pos = (h * table[target]).sum(-1)  # (P,)
         if self.cfg.loss == "bce":
             neg = batch.neg[valid]  # (P,)
             s_neg = (h * table[neg]).sum(-1, keepdim=True)  # (P, 1)
-            return LOSSES["bce"](s_pos, s_neg, (neg != target)[:, None])
+            return LOSSES["bce"](s_pos, s_neg, (neg != target)[:, None]) + extra
         s_neg = h @ table[batch.neg].T  # (P, N)
-        return LOSSES["softmax"](s_pos, s_neg, batch.neg[None, :] != target[:, None])
+        return LOSSES["softmax"](s_pos, s_neg, batch.neg[None, :] != target[:, None]) + extra
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         return _score(self.net, self.history, np.asarray(users, dtype=np.int64), items)
+
+
+def _contrastive(module: torch.nn.Module, views: tuple[torch.Tensor, torch.Tensor],
+                 temperature: float) -> torch.Tensor:
+    """InfoNCE between two views of B sequences: each view's last state must pick out its twin among the
+    other 2B - 2 views of the batch (NT-Xent over dot products, as in CL4SRec)."""
+    import torch
+    import torch.nn.functional as F
+
+    z = torch.cat([module(v)[0][:, -1] for v in views])  # (2B, d); views are right-aligned
+    b = len(z) // 2
+    sim = (z @ z.T) / temperature  # (2B, 2B)
+    sim = sim.masked_fill(torch.eye(len(z), dtype=torch.bool), float("-inf"))
+    twin = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+    return F.cross_entropy(sim, twin)
 
 
 class SASRec(Recommender):
@@ -242,23 +302,36 @@ class SASRec(Recommender):
 
         from llm4rec.training import Trainer, holdout
 
+        init = self._source_weights()
         cfg = self.config
         if cfg.dim % cfg.heads:
             raise InputError("heads must divide dim", value=(cfg.dim, cfg.heads), expected="dim % heads == 0")
+        if cfg.contrastive > 0 and cfg.dp_noise_multiplier > 0:
+            raise InputError("the contrastive loss couples the examples of a batch; it cannot run under DP-SGD",
+                             value=cfg.contrastive, expected="contrastive=0 with dp_noise_multiplier > 0")
         text = self._item_text(data)
-        train, stage = holdout(data, cfg.valid, seed=cfg.seed)
-        task = _Task(cfg, train, text)
-        run = {"model": self.name, "config": cfg.model_dump(mode="json")}
-        result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, stage)
-        self.net_ = result.module
-        self.train_summary_ = result.summary()
-        self.training_history_ = result.history
+        if cfg.epochs == 0:  # zero-shot transfer: the source's weights as they are
+            self.net_ = _Task(cfg, data, text, init).build().eval()
+            self.train_summary_ = {"epochs_run": 0, "init_from": cfg.init_from}
+            self.training_history_ = []
+        else:
+            train, stage = holdout(data, cfg.valid, seed=cfg.seed)
+            task = _Task(cfg, train, text, init)
+            run = {"model": self.name, "config": cfg.model_dump(mode="json")}
+            result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, stage)
+            self.net_ = result.module
+            self.train_summary_ = result.summary()
+            self.training_history_ = result.history
         self.history_items_ = data.recent_items(cfg.max_len)  # scoring reads the whole fit set
         if cfg.run_dir is not None:
             self.save(Path(cfg.run_dir) / "model")
 
     def _item_text(self, data: Dataset) -> np.ndarray | None:
         """float32[n_items + 1, T] LM embeddings with a zero padding row (``sasrec-text``), or None."""
+        return None
+
+    def _source_weights(self) -> dict[str, torch.Tensor] | None:
+        """Weights to start from (``sasrec-text``'s ``init_from``), or None."""
         return None
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
@@ -349,6 +422,16 @@ class SASRecTextConfig(SASRecConfig):
     id_embeddings: bool = Field(True, description="add an ID embedding for items seen in training")
     id_dropout: float = Field(0.2, ge=0, lt=1, description="while training, drop an item's ID part with this "
                                                            "probability (cold items have text only)")
+    init_from: str | None = Field(None, description="saved sasrec-text model directory to start from "
+                                                    "(transfer to another dataset through item text)")
+    epochs: int = Field(200, ge=0, description="maximum number of passes over the users' sequences; 0 (with "
+                                               "init_from) applies the source model as it is (zero-shot)")
+
+    @model_validator(mode="after")
+    def _check_zero_shot(self) -> SASRecTextConfig:
+        if self.epochs == 0 and self.init_from is None:
+            raise ValueError("epochs=0 needs init_from (a zero-shot transfer of a saved model)")
+        return self
 
 
 class SASRecText(SASRec):
@@ -357,6 +440,25 @@ class SASRecText(SASRec):
 
     name = "sasrec-text"
     Config = SASRecTextConfig
+
+    #: settings that fix the architecture: taken from the source model under ``init_from``
+    ARCHITECTURE = ("max_len", "dim", "layers", "heads", "encoder", "id_embeddings")
+
+    def _source_weights(self) -> dict[str, torch.Tensor] | None:
+        """The saved source model's weights, adopting its architecture settings; None without ``init_from``.
+
+        The source's ID embeddings belong to its own items and are left out:
+        the target's start at zero, so before fine-tuning the model scores
+        items through their text only.
+        """
+        if self.config.init_from is None:
+            return None
+        source = Recommender.load(self.config.init_from)
+        if not isinstance(source, SASRecText):
+            raise InputError("init_from must be a saved sasrec-text model", path=self.config.init_from,
+                             value=source.name, expected="sasrec-text")
+        self.config = self.config.model_copy(update={k: getattr(source.config, k) for k in self.ARCHITECTURE})
+        return {k: v for k, v in source.net_.state_dict().items() if k not in ("items.weight", "text", "seen")}
 
     def _item_text(self, data: Dataset) -> np.ndarray:
         from llm4rec.text import item_embeddings

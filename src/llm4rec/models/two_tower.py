@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from llm4rec.data.augment import augment_histories, parse_augmentations
 from llm4rec.errors import InputError
 from llm4rec.models.base import ModelConfig, Recommender
 from llm4rec.models.torch_state import module_arrays, module_weights
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TwoTower", "TwoTowerConfig"]
 
-AUGMENTATIONS = ("crop", "mask", "reorder")
 #: users scored per matrix product at inference
 _SCORE_BLOCK = 1024
 #: initial scale of the user tower's output (inverse softmax temperature over LM cosine similarities)
@@ -144,14 +144,7 @@ class TwoTowerConfig(ModelConfig, TrainingConfig):
     @field_validator("augment")
     @classmethod
     def _check_augment(cls, value: str) -> str:
-        ops = [op.strip() for op in value.split(",") if op.strip()]
-        if ops == ["none"]:
-            return "none"
-        bad = [op for op in ops if op not in AUGMENTATIONS]
-        if bad or not ops:
-            raise ValueError(f"unknown augmentation {bad or value!r}; expected 'none' or a comma list of "
-                             + ", ".join(AUGMENTATIONS))
-        return ",".join(ops)
+        return parse_augmentations(value)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TwoTowerConfig:
@@ -389,7 +382,7 @@ class _Task:
             pick = np.ones(len(rows), dtype=bool) if cfg.history == "others" else rng.random(len(rows)) < 0.5
             slots, mask = np.where(pick[:, None], others, slots), np.where(pick[:, None], kept, mask)
         if cfg.augment != "none":
-            slots, mask = _augment(slots, mask, cfg.augment.split(","), cfg.augment_rate, rng)
+            slots, mask = augment_histories(slots, mask, cfg.augment.split(","), cfg.augment_rate, rng)
         keep = mask.any(0)  # drop slot columns that are padding for the whole batch
         if keep.any():
             first = int(np.argmax(keep))
@@ -774,39 +767,3 @@ def _rmse_validation(task: _Task, data: Dataset, stage: Stage) -> Any:
         return float(np.sqrt(np.mean((task.predict(users, items) - truth) ** 2)))
 
     return Validation("valid_RMSE", rmse, higher_is_better=False)
-
-
-def _augment(slots: np.ndarray, mask: np.ndarray, ops: list[str], rate: float,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random crop / mask / reorder of right-aligned histories, vectorised over the batch.
-
-    slots: int64[B, L] rows of the history items; mask: bool[B, L]. Each op
-    touches every history of two or more items: ``crop`` keeps a random
-    contiguous ``1 - rate`` of it, ``mask`` drops each item with probability
-    ``rate`` (never the most recent), ``reorder`` shuffles a random span of
-    ``rate`` of it.
-    """
-    b, n_slots = slots.shape
-    cols = np.arange(n_slots)[None, :]
-    for op in ops:
-        length = mask.sum(1)  # (B,); real items are right-aligned
-        first = n_slots - length  # first real column
-        active = length >= 2
-        if op == "crop":
-            keep_len = np.maximum(1, np.ceil(length * (1 - rate))).astype(np.int64)
-            offset = (rng.random(b) * (length - keep_len + 1)).astype(np.int64)
-            lo = (first + offset)[:, None]
-            mask = mask & (~active[:, None] | ((cols >= lo) & (cols < lo + keep_len[:, None])))
-        elif op == "mask":
-            mask = mask & ~((rng.random((b, n_slots)) < rate) & active[:, None] & (cols < n_slots - 1))
-        else:  # reorder
-            span = np.maximum(2, np.floor(length * rate)).astype(np.int64)
-            offset = (rng.random(b) * np.maximum(length - span + 1, 1)).astype(np.int64)
-            lo = (first + offset)[:, None]
-            inside = active[:, None] & (cols >= lo) & (cols < lo + span[:, None])
-            key = np.where(inside, lo + rng.random((b, n_slots)) * span[:, None], cols)
-            order = np.argsort(key, axis=1, kind="stable")
-            slots = np.take_along_axis(slots, order, 1)
-        order = np.argsort(mask, axis=1, kind="stable")  # right-align what is left, in order
-        slots, mask = np.take_along_axis(slots, order, 1), np.take_along_axis(mask, order, 1)
-    return slots, mask
