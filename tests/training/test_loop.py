@@ -180,6 +180,19 @@ def test_stage_validation_uses_the_evaluator():
     assert result.monitor == "valid_NDCG@10"
     assert all(0.0 <= r["valid_NDCG@10"] <= 1.0 for r in result.history)
 
+    scored = []
+
+    class Recording(Popularity):
+        def score(self, users, items=None):
+            scored.append(np.asarray(users).copy())
+            return super().score(users, items)
+
+    Trainer(options(epochs=1, patience=0, valid_users=7)).fit(Recording(), stage)
+    Trainer(options(epochs=1, patience=0, valid_users=7)).fit(Recording(), stage)
+    first, again = np.concatenate(scored[:len(scored) // 2]), np.concatenate(scored[len(scored) // 2:])
+    assert len(first) == 7 and set(first) <= set(stage.users)  # a seeded sample of 7 validation users
+    np.testing.assert_array_equal(first, again)
+
 
 def test_holdout_last_takes_each_long_users_last_interaction():
     data = checkerboard()

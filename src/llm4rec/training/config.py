@@ -30,6 +30,8 @@ class TrainingConfig(BaseModel):
         "last", description="validation carved from the fit set: each user's last interaction "
                             "('last', NDCG@10 over all items), the interactions of 10% of the items "
                             "ranked among those items ('items', pseudo cold-start, NDCG@20), or none")
+    valid_users: int = Field(0, ge=0, description="validate on a seeded sample of at most this many users "
+                                                  "(slow-to-score models on large data); 0 = all")
     seed: int = Field(2026, description="seeds torch, numpy and every draw of the training loop")
     dp_noise_multiplier: float = Field(0.0, ge=0, description="DP-SGD (Opacus) noise multiplier; 0 = off")
     dp_max_grad_norm: float = Field(1.0, gt=0, description="DP-SGD per-example gradient clipping norm")

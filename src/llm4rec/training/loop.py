@@ -161,7 +161,8 @@ class Trainer:
         sample_rate = min(1.0, opt.batch_size / task.n_examples)
         if dp:
             trained, optimizer, accountant = _make_private(module, optimizer, opt)
-        check = None if valid is None else valid if isinstance(valid, Validation) else _ndcg(task, valid)
+        check = None if valid is None else valid if isinstance(valid, Validation) else \
+            _ndcg(task, valid, opt.valid_users, opt.seed)
         monitor = None if check is None else check.name
         n_batches = math.ceil(task.n_examples / opt.batch_size)
         state = TrainState(opt, module, monitor, n_batches)
@@ -238,9 +239,16 @@ class Trainer:
             yield order[start:start + bs]
 
 
-def _ndcg(task: TrainingTask, stage: Stage) -> Validation:
-    """NDCG at the stage's cutoff of ``task.score`` (:func:`~llm4rec.training.validation.holdout_ndcg`)."""
+def _ndcg(task: TrainingTask, stage: Stage, max_users: int, seed: int) -> Validation:
+    """NDCG at the stage's cutoff of ``task.score`` (:func:`~llm4rec.training.validation.holdout_ndcg`),
+    over a seeded sample of ``max_users`` of the stage's users when it has more (0 = all)."""
+    import dataclasses
+
     from llm4rec.training.validation import holdout_ndcg
+
+    if 0 < max_users < len(stage.users):
+        users = np.sort(np.random.default_rng(seed).choice(stage.users, max_users, replace=False))
+        stage = dataclasses.replace(stage, users=users)
 
     return Validation(f"valid_NDCG@{stage.k}", lambda: holdout_ndcg(task.score, stage, stage.k))
 
