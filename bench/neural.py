@@ -1,4 +1,4 @@
-"""Benchmark of a neural model (``llm-two-tower``, ``sasrec``) with its default settings.
+"""Benchmark of a neural model (``llm-two-tower``, ``sasrec``, ``generative``) with its default settings.
 
 For each (dataset, protocol): fit on the ``valid`` stage and evaluate there
 (the number the defaults were chosen on), then fit on the ``test`` stage and
@@ -11,11 +11,16 @@ DP-SGD run (noise multiplier 1) on ml-100k P-LOO with its spent epsilon, and the
 without DP.
 ``--variant KEY=VALUE`` (repeatable) benchmarks other settings, valid stage
 only unless ``--test`` is given (tuning never looks at the test stage).
+``--decode KEY=V1,V2,...`` re-evaluates the model fitted on the valid stage
+with each value of a setting read at scoring time (``generative``'s
+``temperature``): the same weights decoded otherwise, e.g. the
+accuracy/diversity trade-off (ILD, coverage in ``extra_metrics``).
 
     python bench/neural.py                                      # llm-two-tower, about 40 min on 2 cores
     python bench/neural.py --datasets ml-100k --protocols loo --ratings
     python bench/neural.py --datasets amazon-beauty --protocols cold --variant history=others
     python bench/neural.py --model sasrec --protocols loo
+    python bench/neural.py --model generative --protocols loo --decode temperature=0.5,1,2
 
 Writes (merges into) bench/results/MODEL.json.
 """
@@ -35,13 +40,26 @@ DATA = Path(os.environ.get("LLM4REC_SHARED_DATA", ROOT.parent / "shared" / "data
 TWO_TOWER = "llm-two-tower"
 
 
-def run(model: str, ds, split, protocol: str, stage: str, settings: dict) -> dict:
+def run(model: str, ds, split, protocol: str, stage: str, settings: dict, decode: str | None = None) -> list:
+    """The record of one fit, then (``decode``) one per re-decoding of the fitted model."""
+    from llm4rec.evaluation import evaluate
     from llm4rec.evaluation.experiment import run_experiment
 
     exp = run_experiment(ds, model, protocol=protocol, settings=settings, stage=stage, split=split)
     record = exp.record
     record.update(settings=settings, training=exp.model.train_summary_)
-    return record
+    records = [record]
+    if decode:
+        key, _, values = decode.partition("=")
+        fitted = exp.model
+        for value in values.split(","):
+            fitted.config = fitted.make_config({**fitted.config.model_dump(), key: value})
+            result = evaluate(fitted, split.stage(stage))
+            records.append({**record, "config": fitted.config.model_dump(mode="json"),
+                            "settings": {**settings, key: getattr(fitted.config, key)}, "metrics": result.metrics,
+                            "extra_metrics": result.extra, "eval_seconds": round(result.eval_seconds, 4),
+                            "decoded": "weights fitted with " + (json.dumps(settings) if settings else "defaults")})
+    return records
 
 
 def bias_baseline(fit, users, items, l2: float = 10.0, sweeps: int = 10) -> np.ndarray:
@@ -95,6 +113,7 @@ def main() -> None:
     ap.add_argument("--stages", default="valid,test")
     ap.add_argument("--variant", action="append", default=[], help="KEY=VALUE setting (repeatable)")
     ap.add_argument("--test", action="store_true", help="run a variant on the test stage too")
+    ap.add_argument("--decode", help="KEY=V1,V2,...: re-evaluate the valid-stage model at each value")
     ap.add_argument("--ratings", action="store_true", help="rating mode (MSE) on ml-100k P-RAND (llm-two-tower)")
     ap.add_argument("--dp", action="store_true", help="DP-SGD run on ml-100k P-LOO (llm-two-tower)")
     ap.add_argument("--out", help="results file (default bench/results/MODEL.json)")
@@ -121,15 +140,19 @@ def main() -> None:
         for protocol in args.protocols.split(","):
             split = make_split(ds, protocol)
             for stage in stages:
-                record = run(args.model, ds, split, protocol, stage, settings)
-                record["task"] = "ranking"
-                keep(record)
-                tr = record["training"]
-                print(f"{args.model} {name:14s} {record['protocol']:7s} {stage:5s} {settings or 'defaults'} -> "
-                      + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items())
-                      + f" | fit {record['fit_seconds']:.0f}s, {tr['seconds_per_epoch']:.1f}s/epoch, "
-                        f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, inference "
-                        f"{1000 * record['eval_seconds'] / record['n_users_evaluated']:.2f}s/1k users", flush=True)
+                for record in run(args.model, ds, split, protocol, stage, settings,
+                                  args.decode if stage == "valid" else None):
+                    record["task"] = "ranking"
+                    keep(record)
+                    tr = record["training"]
+                    print(f"{args.model} {name:14s} {record['protocol']:7s} {stage:5s} "
+                          f"{record['settings'] or 'defaults'} -> "
+                          + ", ".join(f"{k} {v:.4f}" for k, v in {**record["metrics"],
+                                                                  **record["extra_metrics"]}.items())
+                          + f" | fit {record['fit_seconds']:.0f}s, {tr['seconds_per_epoch']:.1f}s/epoch, "
+                            f"best epoch {tr['best_epoch']} of {tr['epochs_run']}, inference "
+                            f"{1000 * record['eval_seconds'] / record['n_users_evaluated']:.2f}s/1k users",
+                          flush=True)
     if args.ratings:
         record = ratings(load_dataset(DATA / "ml-100k"), settings)
         keep(record)

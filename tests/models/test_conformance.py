@@ -118,3 +118,13 @@ class TestSASRec(RecommenderConformance):
 
 class TestSASRecText(TestSASRec):
     model_name = "sasrec-text"
+
+
+class TestGenerative(RecommenderConformance):
+    model_name = "generative"
+    # as sasrec (random time order, small, no hold-out, strong dropout); a beam as wide as the catalogue
+    # generates every unseen item, so the beam's scores are the exact log-probabilities
+    time_order = "random"
+    settings = {"dim": 32, "layers": 1, "heads": 1, "max_len": 20, "epochs": 50, "lr": 0.005, "dropout": 0.5,
+                "batch_size": 16, "valid": "none", "levels": 2, "codebook": 4, "beam": 32}
+    min_parity_share = 0.9

@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "sasrec": "llm4rec.models.sasrec:SASRec",
     "sasrec-text": "llm4rec.models.sasrec:SASRecText",
     "semantic-knn": "llm4rec.models.semantic_knn:SemanticKNN",
+    "generative": "llm4rec.models.generative:Generative",
     "ensemble": "llm4rec.models.ensemble:Ensemble",
 }
 

@@ -1,0 +1,215 @@
+"""Semantic IDs: a short tuple of discrete codes per item, quantised from its text embedding.
+
+TIGER (Rajput et al., NeurIPS 2023) names each item by a residual
+quantisation of its content embedding, so similar items share code prefixes
+and a generative model can spell out the next item code by code::
+
+    codes = residual_kmeans(E, levels=3, codebook=256, seed=0)  # int64[I, 3]
+    codes = resolve_collisions(codes)                          # int64[I, 4], unique rows
+    trie = CodeTrie(codes)                                     # valid prefixes for constrained decoding
+
+:func:`rqvae` is the learned alternative (an RQ-VAE, as in the paper): the
+same residual quantisation, of a small autoencoder's latent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from llm4rec.errors import InputError
+
+__all__ = ["CodeTrie", "kmeans", "resolve_collisions", "residual_kmeans", "rqvae"]
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means with greedy k-means++ seeding: (float32[k, D] centroids, int64[N] assignment).
+
+    Deterministic for a seed. ``k`` is capped at N; an emptied cluster is moved
+    to the point farthest from its centroid.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    sq = (x * x).sum(1)  # (N,)
+
+    def dist(c: np.ndarray) -> np.ndarray:  # (N, k') squared distances
+        return np.maximum(sq[:, None] - 2 * x @ c.T + (c * c).sum(1)[None], 0)
+
+    centers = np.empty((k, x.shape[1]), dtype=np.float32)
+    centers[0] = x[rng.integers(n)]
+    closest = dist(centers[:1])[:, 0]  # (N,)
+    trials = 2 + int(np.log(k))
+    for j in range(1, k):  # greedy k-means++: of a few draws by squared distance, the one lowering it most
+        total = closest.sum()
+        picks = rng.integers(n, size=trials) if total <= 0 else \
+            np.minimum(np.searchsorted(np.cumsum(closest), rng.random(trials) * total), n - 1)
+        after = np.minimum(closest[:, None], dist(x[picks]))  # (N, trials)
+        best = int(after.sum(0).argmin())
+        centers[j], closest = x[picks[best]], after[:, best]
+    assign = np.zeros(n, dtype=np.int64)
+    for step in range(iterations):
+        d = dist(centers)  # (N, k)
+        new = d.argmin(1)
+        counts = np.bincount(new, minlength=k)
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):  # re-seed empty clusters at the worst-served points
+            far = np.argsort(-d[np.arange(n), new], kind="stable")[:len(empty)]
+            new[far] = empty
+            counts = np.bincount(new, minlength=k)
+        if step and np.array_equal(new, assign):
+            break
+        assign = new
+        sums = np.zeros_like(centers)
+        np.add.at(sums, assign, x)
+        centers = sums / counts[:, None].astype(np.float32)
+    return centers, assign
+
+
+def _normalised(emb: np.ndarray) -> np.ndarray:
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 2 or len(emb) == 0:
+        raise InputError("item embeddings must be a non-empty matrix", value=emb.shape, expected="float[I, T]")
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def _check(levels: int, codebook: int) -> None:
+    if levels < 1 or codebook < 2:
+        raise InputError("semantic IDs need levels >= 1 and codebook >= 2", value=(levels, codebook),
+                         expected="levels >= 1, codebook >= 2")
+
+
+def residual_kmeans(emb: np.ndarray, levels: int = 3, codebook: int = 256, seed: int = 0) -> np.ndarray:
+    """int64[I, levels]: k-means of the L2-normalised embeddings, then of the residuals, level by level."""
+    _check(levels, codebook)
+    resid = _normalised(emb)
+    codes = np.empty((len(resid), levels), dtype=np.int64)
+    for level in range(levels):
+        centers, codes[:, level] = kmeans(resid, codebook, seed + level)
+        resid = resid - centers[codes[:, level]]
+    return codes
+
+
+def rqvae(emb: np.ndarray, levels: int = 3, codebook: int = 256, seed: int = 0, latent: int = 32,
+          epochs: int = 200, batch_size: int = 1024, beta: float = 0.25) -> np.ndarray:
+    """int64[I, levels]: codes of a residual-quantised autoencoder (RQ-VAE) of the embeddings.
+
+    Encoder T -> 256 -> 128 -> ``latent`` (ReLU MLP), ``levels`` codebooks
+    initialised by residual k-means of the initial latents, straight-through
+    gradients, loss = reconstruction MSE + codebook loss + ``beta`` x
+    commitment; a codebook entry left unused in an epoch is moved onto a
+    random latent residual. Deterministic for a seed (one torch thread).
+    """
+    import torch
+    from torch import nn
+
+    _check(levels, codebook)
+    x_np = _normalised(emb)
+    k = min(codebook, len(x_np))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        enc = nn.Sequential(nn.Linear(x_np.shape[1], 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                            nn.Linear(128, latent))
+        dec = nn.Sequential(nn.Linear(latent, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(),
+                            nn.Linear(256, x_np.shape[1]))
+    x = torch.from_numpy(x_np)
+    with torch.no_grad():
+        z = enc(x).numpy()
+    books = []
+    for level in range(levels):  # k-means initialisation, level by level on the residuals
+        centers, assign = kmeans(z, k, seed + level)
+        books.append(centers)
+        z = z - centers[assign]
+    books = nn.Parameter(torch.from_numpy(np.stack(books)))  # (levels, k, latent)
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters(), books], lr=1e-3)
+
+    def quantise(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z float[B, latent] -> (quantised float[B, latent], codebook loss, codes int64[B, levels])."""
+        resid, q, loss, codes = z, torch.zeros_like(z), z.new_zeros(()), []
+        for level in range(levels):
+            code = torch.cdist(resid, books[level]).argmin(1)  # (B,)
+            e = books[level][code]  # (B, latent)
+            loss = loss + ((e - resid.detach()) ** 2).mean() + beta * ((resid - e.detach()) ** 2).mean()
+            q, resid = q + e, resid - e.detach()
+            codes.append(code)
+        return q, loss, torch.stack(codes, 1)
+
+    for _ in range(epochs):
+        used = torch.zeros(levels, k, dtype=torch.bool)
+        for index in torch.randperm(len(x), generator=gen).split(batch_size):
+            z = enc(x[index])
+            q, loss, codes = quantise(z)
+            q = z + (q - z).detach()  # straight-through
+            loss = loss + ((dec(q) - x[index]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            used[torch.arange(levels)[:, None], codes.T] = True
+        with torch.no_grad():  # dead codes restart on random residuals of their level
+            resid = enc(x)
+            for level in range(levels):
+                dead = torch.nonzero(~used[level]).ravel()
+                if len(dead):
+                    books[level, dead] = resid[torch.randint(len(x), (len(dead),), generator=gen)]
+                resid = resid - books[level][torch.cdist(resid, books[level]).argmin(1)]
+    with torch.no_grad():
+        return quantise(enc(x))[2].numpy().astype(np.int64)
+
+
+def resolve_collisions(codes: np.ndarray) -> np.ndarray:
+    """int64[I, levels + 1]: ``codes`` plus a last code, the item's rank among the items sharing its
+    prefix (by item index; 0 for an item alone), so every row is unique."""
+    codes = np.asarray(codes, dtype=np.int64)
+    _, group = np.unique(codes, axis=0, return_inverse=True)
+    group = group.ravel()
+    order = np.lexsort((np.arange(len(codes)), group))  # by group, then item index
+    starts = np.searchsorted(group[order], group[order], side="left")
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[order] = np.arange(len(codes)) - starts
+    return np.concatenate([codes, rank[:, None]], axis=1)
+
+
+class CodeTrie:
+    """The prefix trie of unique code tuples int64[I, m], as dense tables for batched beam search.
+
+    A prefix of depth d (its first d codes) has an id in 0..P_d - 1: the root
+    is 0 at depth 0, and at depth m the prefix id is the item index.
+
+    Attributes:
+        sizes: int64[m] codebook size of each level (K_d).
+        child: per depth d < m, int64[P_d, K_d]: the id of prefix + code at depth d + 1, -1 if no item has it.
+        prefix: per depth d <= m, int64[I]: each item's prefix id at depth d.
+    """
+
+    def __init__(self, codes: np.ndarray, sizes: np.ndarray | None = None) -> None:
+        codes = np.asarray(codes, dtype=np.int64)
+        n, m = codes.shape
+        if len(np.unique(codes, axis=0)) != n:
+            raise InputError("semantic IDs are not unique", expected="resolve_collisions(codes)")
+        self.codes, self.n_items, self.depth = codes, n, m
+        self.sizes = codes.max(0) + 1 if sizes is None else np.asarray(sizes, dtype=np.int64)
+        self.prefix = [np.zeros(n, dtype=np.int64)]
+        for d in range(1, m):
+            self.prefix.append(np.unique(codes[:, :d], axis=0, return_inverse=True)[1].ravel().astype(np.int64))
+        self.prefix.append(np.arange(n, dtype=np.int64))
+        self.child = []
+        for d in range(m):
+            table = np.full((self.prefix[d].max() + 1, self.sizes[d]), -1, dtype=np.int64)
+            table[self.prefix[d], codes[:, d]] = self.prefix[d + 1]
+            self.child.append(table)
+
+    def alive(self, seen: sp.csr_matrix | None, rows: int) -> list[np.ndarray]:
+        """Per depth d = 1..m, bool[rows, P_d]: the prefix leads to an item outside ``seen`` (csr[rows, I])
+        (all True without ``seen``)."""
+        out = []
+        for d in range(1, self.depth + 1):
+            count = np.bincount(self.prefix[d])  # (P_d,) items under each prefix
+            if seen is None:
+                out.append(np.broadcast_to(count > 0, (rows, len(count))))
+                continue
+            members = sp.csr_matrix((np.ones(self.n_items, dtype=np.float32), (np.arange(self.n_items),
+                                     self.prefix[d])), shape=(self.n_items, len(count)))
+            out.append(count[None] - (seen.astype(np.float32) @ members).toarray() > 0.5)
+        return out

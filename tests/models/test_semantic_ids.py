@@ -1,0 +1,68 @@
+"""Semantic IDs: k-means, residual quantisation, collision codes, the prefix trie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from llm4rec.errors import InputError
+from llm4rec.models.semantic_ids import CodeTrie, kmeans, resolve_collisions, residual_kmeans, rqvae
+
+
+@pytest.fixture(scope="module")
+def emb():
+    """200 items around 8 well-separated directions in 16-d."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 16)) * 5
+    return (centres[np.arange(200) % 8] + rng.normal(size=(200, 16))).astype(np.float32)
+
+
+def test_kmeans_finds_planted_clusters_and_is_seeded(emb):
+    centers, assign = kmeans(emb, 8, seed=3)
+    assert centers.shape == (8, 16)
+    truth = np.arange(200) % 8
+    # every found cluster is one planted cluster
+    assert all(len(np.unique(truth[assign == c])) == 1 for c in np.unique(assign))
+    np.testing.assert_array_equal(kmeans(emb, 8, seed=3)[1], assign)
+    assert kmeans(emb[:5], 8, seed=0)[0].shape == (5, 16)  # k capped at the number of points
+
+
+@pytest.mark.parametrize("quantise", [residual_kmeans, rqvae])
+def test_codes_are_unique_after_the_collision_code_and_stable_for_a_seed(emb, quantise):
+    extra = {"epochs": 5} if quantise is rqvae else {}
+    codes = quantise(emb, levels=2, codebook=8, seed=1, **extra)
+    assert codes.shape == (200, 2) and codes.dtype == np.int64 and codes.min() >= 0 and codes.max() < 8
+    full = resolve_collisions(codes)
+    assert full.shape == (200, 3) and len(np.unique(full, axis=0)) == 200
+    np.testing.assert_array_equal(full[:, :2], codes)
+    np.testing.assert_array_equal(quantise(emb, levels=2, codebook=8, seed=1, **extra), codes)
+
+
+def test_first_level_follows_the_planted_clusters(emb):
+    codes = residual_kmeans(emb, levels=2, codebook=8, seed=0)
+    truth = np.arange(200) % 8
+    assert len(np.unique(np.stack([truth, codes[:, 0]], 1), axis=0)) == 8  # a bijection
+
+
+def test_collision_code_is_the_rank_within_the_prefix():
+    codes = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 1]])
+    np.testing.assert_array_equal(resolve_collisions(codes)[:, -1], [0, 0, 1, 2, 0])
+
+
+def test_bad_settings_are_clear_errors(emb):
+    with pytest.raises(InputError, match="levels >= 1"):
+        residual_kmeans(emb, levels=0)
+    with pytest.raises(InputError, match="not unique"):
+        CodeTrie(np.array([[0, 1], [0, 1]]))
+
+
+def test_trie_tables_and_alive_prefixes():
+    codes = np.array([[0, 0], [0, 1], [1, 0]])
+    trie = CodeTrie(codes)
+    np.testing.assert_array_equal(trie.child[0], [[0, 1]])  # root -> prefixes (0,) and (1,)
+    np.testing.assert_array_equal(trie.child[1], [[0, 1], [2, -1]])  # depth 2 ids are the items
+    seen = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 0]], dtype=np.float32))
+    alive = trie.alive(seen, 2)
+    np.testing.assert_array_equal(alive[0], [[False, True], [True, True]])  # prefix (0,) has only seen items
+    np.testing.assert_array_equal(alive[1], [[False, False, True], [True, True, True]])
