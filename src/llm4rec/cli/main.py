@@ -10,7 +10,9 @@ import typer
 from llm4rec.cli.data_cmd import data_app
 from llm4rec.cli.embed_cmd import embed_command
 from llm4rec.cli.evaluate_cmd import evaluate_command
+from llm4rec.cli.ope_cmd import ope_command
 from llm4rec.cli.quickstart_cmd import quickstart_command
+from llm4rec.cli.simulate_cmd import simulate_command
 from llm4rec.errors import Llm4recError
 
 app = typer.Typer(
@@ -23,7 +25,9 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command("evaluate")(evaluate_command)
 app.command("embed")(embed_command)
+app.command("ope")(ope_command)
 app.command("quickstart")(quickstart_command)
+app.command("simulate")(simulate_command)
 
 _state = {"debug": False}
 

@@ -1,0 +1,57 @@
+"""``llm4rec ope``: estimate a policy's value from logged bandit feedback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from llm4rec.cli._common import StepReporter, console, progress_bar
+
+
+def ope_command(
+    logs: Path = typer.Option(..., "--logs", help="Logged feedback with propensities: an Open Bandit Dataset "
+                                                  "campaign directory (e.g. obd/random/all) or a CSV/Parquet file "
+                                                  "with action, position, reward, propensity columns."),
+    policy: str = typer.Option(..., "--policy", help="The policy to evaluate: uniform, empirical:DIR (the action "
+                                                     "frequencies in the logs at DIR, whose mean reward is the "
+                                                     "on-policy truth) or a saved policy directory."),
+    estimators: str = typer.Option("ips,snips,dm,dr,switch-dr", "--estimators", "-e",
+                                   help="Comma-separated: ips, snips, dm, dr, switch-dr."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the reward model's folds and of the bootstrap."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples of the 95% intervals."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
+) -> None:
+    """Estimate POLICY's reward per impression from LOGS (IPS, SNIPS, DM, DR, switch-DR), with 95% intervals."""
+    from rich.table import Table
+
+    from llm4rec._atomic import atomic_write_text
+    from llm4rec.data.logs import load_bandit_logs
+    from llm4rec.evaluation.ope import off_policy_evaluation, parse_estimators
+
+    names = parse_estimators(estimators)  # fail fast, before reading anything
+    with progress_bar() as progress:
+        progress.add_task(f"loading {logs}", total=None)
+        data = load_bandit_logs(logs)
+    with progress_bar() as progress:
+        record = off_policy_evaluation(data, policy, names, n_bootstrap=bootstrap, seed=seed,
+                                       progress=StepReporter(progress, prefix="ope: "))
+    truth = record.get("on_policy_value")
+    console.print(f"[bold]{data.name}[/bold] · policy {policy} · {data.n_rounds} rounds · {data.n_actions} actions "
+                  f"· {data.n_positions} positions · logged mean reward {data.mean_reward:.5f}"
+                  + ("" if truth is None else f" · on-policy value {truth:.5f}"))
+    table = Table()
+    for column in ("estimator", "value", "95% CI") + (() if truth is None else ("rel. error", "truth inside")):
+        table.add_column(column, justify="left" if column == "estimator" else "right")
+    for name, est in record["estimates"].items():
+        cells = [name, f"{est['value']:.5f}", f"[{est['ci_low']:.5f}, {est['ci_high']:.5f}]"]
+        if truth is not None:
+            inside = est["ci_low"] <= truth <= est["ci_high"]
+            cells += [f"{abs(est['value'] - truth) / truth:.1%}" if truth else "-",
+                      "yes" if inside else "[red]no[/red]"]
+        table.add_row(*cells)
+    console.print(table)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(record, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
