@@ -266,14 +266,12 @@ def off_policy_evaluation(logs: BanditLogs, policy: str, estimators: Sequence[st
 
 def plot_ope(records: dict[str, dict], path: str | Path, *, title: str = "") -> Path:
     """One panel per ``{label: ope record}``: each estimate with its interval, the on-policy value as a line (PNG)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llm4rec._atomic import atomic_write_bytes
+    from llm4rec.evaluation.report import save_figure
 
     fig, axes = plt.subplots(1, len(records), figsize=(3.2 * len(records), 3.4), squeeze=False)
     for ax, (label, rec) in zip(axes[0], records.items(), strict=True):
@@ -289,9 +287,4 @@ def plot_ope(records: dict[str, dict], path: str | Path, *, title: str = "") -> 
     axes[0, 0].set_ylabel("reward per impression")
     axes[0, 0].legend(fontsize="small")
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return save_figure(fig, path)

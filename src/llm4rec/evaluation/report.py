@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["comparison_table", "plot_comparison"]
+__all__ = ["comparison_table", "plot_comparison", "save_figure"]
 
 
 def comparison_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str], *, title: str = ""):
@@ -36,15 +36,11 @@ def comparison_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str], *, 
 def plot_comparison(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: str | Path, *,
                     title: str = "") -> Path:
     """Grouped bar chart of metrics per model, saved as PNG (written atomically)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from llm4rec._atomic import atomic_write_bytes
 
     models = [r["model"] for r in rows]
     x = np.arange(len(metrics))
@@ -58,9 +54,20 @@ def plot_comparison(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path
     ax.set_title(title)
     ax.legend(fontsize="small", ncols=min(len(models), 5))
     ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it as a PNG to ``path`` atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from llm4rec._atomic import atomic_write_bytes
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

@@ -222,14 +222,12 @@ def _comparisons(raw: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
 
 def plot_simulation(record: dict, path: str | Path, *, title: str = "") -> Path:
     """Cumulative reward, reward per episode (moving average) and cumulative myopic regret per policy (PNG)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llm4rec._atomic import atomic_write_bytes
+    from llm4rec.evaluation.report import save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     episodes = np.arange(1, record["episodes"] + 1)
@@ -251,9 +249,4 @@ def plot_simulation(record: dict, path: str | Path, *, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.suptitle(title or "policies in the simulator (mean over seeds, 95% band)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
