@@ -45,3 +45,5 @@ def test_bad_members_are_clear_errors():
         create_model("ensemble", {"models": "ease,pop", "weights": "1"}).fit(ds)
     with pytest.raises(InputError, match="not a member"):
         create_model("ensemble", {"models": "ease,pop", "settings": {"als": {}}, "weights": "1,0"}).fit(ds)
+    with pytest.raises(InputError, match="method=rrf"):
+        create_model("ensemble", {"models": "ease,generative", "weights": "1,1"}).fit(ds)

@@ -53,6 +53,9 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: True when only some items get a real score and the rest a floor value (``generative``):
+    #: such scores rank, but are not for averaging
+    partial_scores: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         base = {} if config is None else config.model_dump()

@@ -68,7 +68,12 @@ class Ensemble(Recommender):
                              expected=f"keys among {cfg.models}")
         if "ensemble" in cfg.models:
             raise InputError("an ensemble cannot contain an ensemble", value=cfg.models)
-        return [create_model(m, cfg.settings.get(m, {})) for m in cfg.models]
+        members = [create_model(m, cfg.settings.get(m, {})) for m in cfg.models]
+        partial = [m.name for m in members if m.partial_scores]
+        if partial and cfg.method == "score":
+            raise InputError("these members score only the items they generate, so their scores cannot be "
+                             "z-scored", value=partial, expected="method=rrf (fusion by ranks)")
+        return members
 
     def _fit(self, data) -> None:
         cfg = self.config

@@ -410,6 +410,7 @@ class Generative(Recommender):
 
     name = "generative"
     Config = GenerativeConfig
+    partial_scores = True
 
     def _fit(self, data: Dataset) -> None:
         from pathlib import Path
