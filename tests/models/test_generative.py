@@ -11,6 +11,7 @@ from llm4rec.errors import InputError
 from llm4rec.evaluation import evaluate
 from llm4rec.models import Recommender, create_model
 from llm4rec.models.generative import FLOOR, windows
+from llm4rec.testing import cycle_chain
 
 #: small and fast: 32-d, one block, 8 codes per level
 FAST = {"dim": 32, "layers": 1, "heads": 1, "max_len": 20, "epochs": 30, "lr": 0.005, "batch_size": 64,
@@ -20,15 +21,7 @@ FAST = {"dim": 32, "layers": 1, "heads": 1, "max_len": 20, "epochs": 30, "lr": 0
 @pytest.fixture(scope="module")
 def chain():
     """Users walk a fixed random cycle of 60 items for 8-15 steps: the next item is a function of the last."""
-    rng = np.random.default_rng(1)
-    cycle = rng.permutation(60)
-    rows = []
-    for user in range(300):
-        start, length = rng.integers(60), rng.integers(8, 16)
-        rows += [(str(user), str(cycle[(start + t) % 60]), float(t)) for t in range(length)]
-    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
-    attrs = pl.DataFrame({"item_id": [str(i) for i in range(60)], "title": [f"item number {i}" for i in range(60)]})
-    return Dataset.from_frame(frame, name="chain", item_attrs=attrs, text_fields=("title",))
+    return cycle_chain()
 
 
 @pytest.fixture(scope="module")

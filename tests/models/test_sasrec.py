@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 
-from llm4rec.data import Dataset, make_split
+from llm4rec.data import make_split
 from llm4rec.errors import InputError
 from llm4rec.evaluation import evaluate
 from llm4rec.models import create_model
+from llm4rec.testing import cycle_chain
 
 #: small and fast: 32-d, one block
 FAST = {"dim": 32, "layers": 1, "max_len": 20, "epochs": 30, "lr": 0.005, "batch_size": 64, "dropout": 0.1}
@@ -18,14 +18,7 @@ FAST = {"dim": 32, "layers": 1, "max_len": 20, "epochs": 30, "lr": 0.005, "batch
 @pytest.fixture(scope="module")
 def chain():
     """Users walk a fixed random cycle of 60 items for 8-15 steps: the next item is a function of the last."""
-    rng = np.random.default_rng(1)
-    cycle = rng.permutation(60)
-    rows = []
-    for user in range(300):
-        start, length = rng.integers(60), rng.integers(8, 16)
-        rows += [(str(user), str(cycle[(start + t) % 60]), float(t)) for t in range(length)]
-    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
-    return Dataset.from_frame(frame, name="chain")
+    return cycle_chain()
 
 
 @pytest.fixture(scope="module")
