@@ -19,14 +19,9 @@ FAST = {"dim": 32, "layers": 1, "heads": 1, "max_len": 20, "epochs": 30, "lr": 0
 
 
 @pytest.fixture(scope="module")
-def chain():
-    """Users walk a fixed random cycle of 60 items for 8-15 steps: the next item is a function of the last."""
-    return cycle_chain()
-
-
-@pytest.fixture(scope="module")
-def stage(chain):
-    return make_split(chain, "loo").stage("test")
+def stage():
+    """P-LOO on users walking a fixed cycle of 60 items: the next item is a function of the last."""
+    return make_split(cycle_chain(), "loo").stage("test")
 
 
 @pytest.fixture(scope="module")
