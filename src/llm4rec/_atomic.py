@@ -1,4 +1,8 @@
-"""Write files and directories atomically: a temporary sibling, then a rename."""
+"""Write files and directories atomically (a temporary sibling, then a rename), with the user's umask.
+
+Nothing here removes a file or directory it did not create, unless the
+caller passes ``replace=True`` for a directory it owns.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,26 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text"]
+from llm4rec.errors import InputError
+
+__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "check_output_files", "write_output_files"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give
+    (0666 less the umask), not the 0600 of a temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -22,6 +38,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -34,17 +51,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` only if the block succeeds."""
+def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``path`` only if the block succeeds.
+
+    ``path`` must not exist or be an empty directory; with ``replace=True``
+    (for a directory the caller has checked is its own output) an existing
+    one is replaced whole. The new directory gets 0777 less the umask.
+    """
     path = Path(path)
+    if path.exists() and not replace and not (path.is_dir() and not any(path.iterdir())):
+        raise InputError("the output directory exists and is not empty", path=path,
+                         expected="a new or empty directory (nothing in it is removed)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
-            backup = path.with_name(f".{path.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(path, backup)
+            backup = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, backup / path.name)
             os.replace(tmp, path)
             shutil.rmtree(backup, ignore_errors=True)
         else:
@@ -52,3 +77,41 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_files(directory: str | Path, names: Iterable[str], *, overwrite: bool = False,
+                       option: str = "--out") -> Path:
+    """Check, before any work, that ``names`` can be written into ``directory``.
+
+    ``directory`` may exist (its other files are left alone) or will be
+    created. A file of ours already there is refused unless ``overwrite``.
+    Raises InputError naming the path and the command-line ``option``.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{option} names a file, not a directory", path=directory,
+                         expected="a directory (new or existing)")
+    if not overwrite:
+        taken = [n for n in names if (directory / n).exists()]
+        if taken:
+            raise InputError(f"{option}: {', '.join(taken)} already exist(s) here", path=directory,
+                             expected="new file names", hint="Add --overwrite to replace them (nothing else in "
+                                                             "the directory is touched).")
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: no permission to write here", path=probe, expected="a writable directory")
+    return directory
+
+
+def write_output_files(directory: str | Path, files: dict[str, bytes], *, overwrite: bool = False,
+                       option: str = "--out") -> list[Path]:
+    """Write ``files`` (name -> bytes) into ``directory``, each atomically; touch nothing else there."""
+    directory = check_output_files(directory, files, overwrite=overwrite, option=option)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, data in files.items():
+        atomic_write_bytes(directory / name, data)
+        out.append(directory / name)
+    return out

@@ -24,6 +24,20 @@ def test_vocabulary_unknown_token_is_named():
     with pytest.raises(InputError, match="out of range"):
         vocab.token(5)
     assert Vocabulary.from_json(vocab.to_json()) == vocab
+    np.testing.assert_array_equal(vocab.index(["b", "zz"], unknown="missing"), [1, -1])
+
+
+def test_vocabulary_takes_a_string_as_one_token_never_its_characters():
+    vocab = Vocabulary.from_tokens(["196", "1", "9", "6"], kind="user")
+    assert vocab.index("196") == 3  # not the indices of "1", "9", "6"
+    with pytest.raises(InputError, match="unknown user '19'"):
+        vocab.index("19")
+
+
+def test_vocabulary_extend_appends_new_tokens_in_order():
+    vocab = Vocabulary.from_tokens(["2", "10"], kind="item")
+    grown = vocab.extend(["10", "z", "a", "z"])
+    assert list(grown.tokens) == ["2", "10", "z", "a"] and len(vocab) == 2
 
 
 @given(st.lists(st.integers(-50, 1000), min_size=1, max_size=40))
@@ -73,11 +87,35 @@ def test_arrays_are_immutable_and_matrix_is_binary():
     assert ds.matrix("rating").toarray().tolist() == [[5.0, 1.0], [3.0, 0.0]]
 
 
-def test_attributes_align_with_the_item_index_and_unknown_items_are_dropped():
+def test_attributes_align_with_the_item_index_and_table_only_items_are_kept():
     frame = pl.DataFrame({"user_id": ["a", "a"], "item_id": ["2", "10"]})
     attrs = pl.DataFrame({"item_id": ["10", "2", "99"], "title": ["ten", "two", "ninety-nine"]})
     ds = Dataset.from_frame(frame, item_attrs=attrs, text_fields=("title",))
-    assert ds.item_attrs.get_column("title").to_list() == ["two", "ten"]
+    # a catalogue item with no interaction yet stays recommendable: cold start is for exactly these
+    assert list(ds.items.tokens) == ["2", "10", "99"]
+    assert ds.item_attrs.get_column("title").to_list() == ["two", "ten", "ninety-nine"]
+    np.testing.assert_array_equal(ds.interacted_items, [0, 1])
+    assert ds.load_report["items_without_interactions"] == 1
+    assert ds.describe()["items_without_interactions"] == 1
+    dropped = Dataset.from_frame(frame, item_attrs=attrs, text_fields=("title",), keep_item_table=False)
+    assert dropped.item_attrs.get_column("title").to_list() == ["two", "ten"]
+
+
+def test_without_items_removes_items_everywhere_and_keeps_order():
+    frame = pl.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": ["x", "y", "y", "z"],
+                          "timestamp": [1.0, 2.0, 3.0, 4.0]})
+    attrs = pl.DataFrame({"item_id": ["x", "y", "z"], "title": ["X", "Y", "Z"]})
+    ds = Dataset.from_frame(frame, item_attrs=attrs, text_fields=("title",))
+    smaller = ds.without_items(np.array([1]))
+    assert list(smaller.items.tokens) == ["x", "z"]
+    assert smaller.item_attrs.get_column("title").to_list() == ["X", "Z"]
+    assert [smaller.items.token(s.tolist()) for s in smaller.sequences()] == [["x"], ["z"]]
+    assert ds.item_table(np.array([2])).get_column("title").to_list() == ["Z"]
+
+
+def test_duplicates_dropped_are_counted():
+    frame = pl.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["x", "x", "y"]})
+    assert Dataset.from_frame(frame).load_report["duplicates_dropped"] == 1
 
 
 def test_bad_frames_are_clear_errors():

@@ -13,6 +13,7 @@ import pytest
 from llm4rec.data.sources import FORMATS, detect_format, from_dataframe, load_dataset
 from llm4rec.data.sources.amazon import load_amazon
 from llm4rec.data.sources.movielens import GENRES_100K, _title_year, load_movielens
+from llm4rec.data.sources.recbole import load_recbole
 from llm4rec.data.sources.tabular import load_table
 from llm4rec.errors import InputError
 
@@ -33,6 +34,22 @@ def flags(*on: int) -> str:
     return "|".join("1" if k in on else "0" for k in range(19))
 
 
+def table_only(ds) -> dict[str, tuple]:
+    """item token -> its text fields, for the items of the item table without any interaction."""
+    never = np.setdiff1d(np.arange(ds.n_items), ds.interacted_items)
+    assert ds.load_report["items_without_interactions"] == len(never)
+    return {row[0]: row[1:] for row in ds.item_attrs[never].select("item_id", *ds.text_fields).rows()}
+
+
+def raises_naming(path: Path, expected: str, load, *args, **kwargs) -> str:
+    """Call ``load``; assert it raises an InputError naming ``path`` and saying ``expected``; return the message."""
+    with pytest.raises(InputError) as err:
+        load(*args, **kwargs)
+    message = str(err.value)
+    assert str(path) in message and f"expected {expected}" in message, message
+    return message
+
+
 # ------------------------------------------------------------------ MovieLens 100K
 @pytest.fixture
 def ml100k_raw(tmp_path: Path) -> Path:
@@ -48,9 +65,11 @@ def ml100k_raw(tmp_path: Path) -> Path:
 
 def test_movielens_100k_known_answer(ml100k_raw: Path) -> None:
     ds = load_movielens(ml100k_raw)
-    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("ml-100k", 2, 2, 4)
+    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("ml-100k", 2, 3, 4)
     assert list(ds.users.tokens) == ["2", "10"]  # numeric order, not string order
-    assert list(ds.items.tokens) == ["1", "3"]
+    assert list(ds.items.tokens) == ["1", "3", "7"]  # 7 is in u.item without ratings: kept
+    np.testing.assert_array_equal(ds.interacted_items, [0, 1])
+    assert ds.load_report == {"rows": 5, "duplicates_dropped": 1, "items_without_interactions": 1}
     # user 10 rated item 3 twice: the later row (ts 300, rating 4) is kept; user 2's tie at ts 100 is
     # ordered by item index.
     assert sequences(ds) == {"2": ["1", "3"], "10": ["1", "3"]}
@@ -60,6 +79,7 @@ def test_movielens_100k_known_answer(ml100k_raw: Path) -> None:
     assert items.columns == ["item_id", "title", "year", "genres", "release_date", "imdb_url"]
     assert items.row(0) == ("1", "Misérables, Les", 1995, "Drama Romance", "01-Jan-1995", "http://imdb/1")
     assert items.row(1)[:4] == ("3", "unknown", 1996, None)  # year from the release date; "unknown" genre
+    assert items.row(2) == ("7", "Not Rated", 1994, "Action", None, "http://imdb/7")
     assert ds.text_fields == ("title", "genres")
     assert ds.user_attrs.rows() == [("2", 24, "M", "technician", "85711"), ("10", 53, "F", "other", "94043")]
 
@@ -67,15 +87,16 @@ def test_movielens_100k_known_answer(ml100k_raw: Path) -> None:
 def test_movielens_100k_genre_names_from_u_genre(ml100k_raw: Path) -> None:
     write(ml100k_raw / "u.genre", "\n".join(f"G{k}|{k}" for k in range(19)) + "\n\n")
     ds = load_movielens(ml100k_raw)
-    assert ds.item_attrs.get_column("genres").to_list() == ["G8 G14", "G0"]
+    assert ds.item_attrs.get_column("genres").to_list() == ["G8 G14", "G0", "G1"]
     assert GENRES_100K[8] == "Drama"
 
 
 def test_movielens_100k_other_ratings_file(ml100k_raw: Path) -> None:
     write(ml100k_raw / "u1.base", "7\t7\t5\t10\n")
     ds = load_movielens(ml100k_raw, ratings_file="u1.base")
-    assert (ds.n_users, ds.n_items) == (1, 1)
-    assert ds.item_attrs.row(0)[:3] == ("7", "Not Rated", 1994)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (1, 3, 1)  # the whole of u.item, rated or not
+    np.testing.assert_array_equal(ds.interacted_items, [2])
+    assert ds.item_attrs.row(2)[:3] == ("7", "Not Rated", 1994)
     assert load_movielens(ml100k_raw / "u1.base").fingerprint == ds.fingerprint
 
 
@@ -100,6 +121,19 @@ def test_movielens_1m_known_answer(ml1m_raw: Path) -> None:
     assert ds.item_attrs.rows() == [("661", "James and the Giant Peach", 1996, "Animation Children's Musical"),
                                     ("1193", "Cérémonie, La", 1995, "Drama")]
     assert ds.user_attrs.rows() == [("1", 1, "F", "K-12 student", "48067"), ("2", 56, "M", "self-employed", "70072")]
+
+
+def test_movielens_keeps_unrated_movies_in_every_layout(ml100k_raw: Path, ml1m_raw: Path,
+                                                         mllatest_raw: Path) -> None:
+    with (ml1m_raw / "movies.dat").open("a", encoding="latin-1") as fh:
+        fh.write("3952::Contender, The (2000)::Drama|Thriller\n")
+    cases = {ml100k_raw: {"7": ("Not Rated", "Action")},
+             ml1m_raw: {"3952": ("Contender, The", "Drama Thriller")},
+             mllatest_raw: {"12": ("Babylon 5", None)}}  # (no genres listed): a null genres field
+    for folder, kept in cases.items():
+        ds = load_movielens(folder)
+        assert table_only(ds) == kept, folder
+        assert ds.n_items == len(ds.interacted_items) + len(kept)
 
 
 def test_movielens_dat_ratings_file_option_and_utf8(ml1m_raw: Path) -> None:
@@ -135,18 +169,20 @@ def mllatest_raw(tmp_path: Path) -> Path:
 
 def test_movielens_latest_known_answer(mllatest_raw: Path) -> None:
     ds = load_movielens(mllatest_raw)
-    assert (ds.n_users, ds.n_items, ds.n_interactions) == (2, 2, 3)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (2, 3, 3)
     assert sequences(ds) == {"1": ["2", "11"], "5": ["11"]}
     np.testing.assert_allclose(ds.rating, [3.0, 4.5, 0.5])
     assert ds.item_attrs.rows() == [("2", "Jumanji", 1995, "Adventure Children Fantasy"),
-                                    ("11", "American President, The", 1995, "Comedy Drama Romance")]
+                                    ("11", "American President, The", 1995, "Comedy Drama Romance"),
+                                    ("12", "Babylon 5", 1994, None)]  # in movies.csv, never rated
+    np.testing.assert_array_equal(ds.interacted_items, [0, 1])
     assert ds.user_attrs is None and ds.text_fields == ("title", "genres")
 
 
 def test_movielens_latest_tags(mllatest_raw: Path) -> None:
     ds = load_movielens(mllatest_raw / "ratings.csv", tags=True)
     assert ds.text_fields == ("title", "genres", "tags")
-    assert ds.item_attrs.get_column("tags").to_list() == ["jungle", "romance|politics"]
+    assert ds.item_attrs.get_column("tags").to_list() == ["jungle", "romance|politics", None]  # 12: no tags
 
 
 def test_movielens_year_ranges() -> None:
@@ -168,7 +204,7 @@ def test_movielens_missing_directory_and_file(tmp_path: Path) -> None:
 
 
 def test_movielens_tags_only_for_latest(ml1m_raw: Path) -> None:
-    with pytest.raises(InputError, match="tags=True is for ml-latest"):
+    with pytest.raises(InputError, match=r"tags \(tags=True / --tags\) are for ml-latest"):
         load_movielens(ml1m_raw, tags=True)
 
 
@@ -222,6 +258,21 @@ def test_movielens_empty_file(ml1m_raw: Path) -> None:
         load_movielens(ml1m_raw)
 
 
+def test_movielens_empty_ratings_files_name_the_file(ml100k_raw: Path, ml1m_raw: Path, mllatest_raw: Path) -> None:
+    ratings = write(ml100k_raw / "u.data", "")
+    raises_naming(ratings, "at least one line of user_id\titem_id\trating\ttimestamp", load_movielens, ml100k_raw)
+    ratings = write(ml1m_raw / "ratings.dat", "")
+    raises_naming(ratings, "at least one line of user_id::item_id::rating::timestamp", load_movielens, ml1m_raw)
+    ratings = write(mllatest_raw / "ratings.csv", "")
+    raises_naming(ratings, "a header line userId,movieId,rating,timestamp and at least one data row",
+                  load_movielens, mllatest_raw)
+    for header_only in ("userId,movieId,rating,timestamp\n", "userId,movieId,rating,timestamp\n\n\n"):
+        write(ratings, header_only)
+        message = raises_naming(ratings, "a header line userId,movieId,rating,timestamp and at least one data row",
+                                load_movielens, mllatest_raw)
+        assert "ratings.csv, line 2: no data rows under the header" in message
+
+
 # ------------------------------------------------------------------ Amazon
 @pytest.fixture
 def amazon_raw(tmp_path: Path) -> Path:
@@ -239,7 +290,7 @@ def amazon_raw(tmp_path: Path) -> Path:
 
 def test_amazon_known_answer(amazon_raw: Path) -> None:
     ds = load_amazon(amazon_raw)
-    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("amazon-tiny", 3, 3, 7)
+    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("amazon-tiny", 3, 4, 7)
     assert list(ds.users.tokens) == ["AB", "AC", "AX"]
     # line order is time order; AC's repeated B03 keeps the later position
     assert sequences(ds) == {"AB": ["B01", "B02"], "AC": ["B01", "B03"], "AX": ["B02", "B01", "B03"]}
@@ -249,8 +300,22 @@ def test_amazon_known_answer(amazon_raw: Path) -> None:
         ("B01", 'Crabtree & Evelyn Hand "Therapy"', "Beauty > Makeup > Nails; Beauty > Skin", 1),
         ("B02", "Plain", None, 2),
         ("B03", None, None, None),
+        ("B99", "never bought", "Beauty", 3),  # in items.jsonl, in no sequence: kept
     ]
+    np.testing.assert_array_equal(ds.interacted_items, [0, 1, 2])
     assert ds.text_fields == ("title", "categories")
+
+
+def test_amazon_keeps_items_in_no_sequence(amazon_raw: Path) -> None:
+    ds = load_amazon(amazon_raw)
+    assert table_only(ds) == {"B99": ("never bought", "Beauty")}
+    assert "B99" not in {i for seq in sequences(ds).values() for i in seq}
+
+
+def test_amazon_empty_sequences_name_the_file(amazon_raw: Path) -> None:
+    for text in ("", "\n  \n"):
+        path = write(amazon_raw / "sequences.txt", text)
+        raises_naming(path, "at least one line 'user_id item_1 ... item_n'", load_amazon, amazon_raw)
 
 
 def test_amazon_without_items_and_from_file(amazon_raw: Path) -> None:
@@ -288,11 +353,12 @@ def test_table_csv_with_mapping_dates_and_items(tmp_path: Path) -> None:
     items = write(tmp_path / "items.tsv", "sku\tname\tprice\na\tApple, red\t1.5\nb\tBanana\t2\nz\tZucchini\t3\n")
     ds = load_table(log, user_col="uid", item_col="sku", timestamp_col="when", rating_col="stars",
                     items_path=items, text_columns=["name"])
-    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("log", 2, 2, 3)
+    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("log", 2, 3, 3)
     assert sequences(ds) == {"u1": ["b", "a"], "u2": ["b"]}  # 2024-01-01T00:00+01:00 is 23:00 UTC the day before
     np.testing.assert_array_equal(ds.timestamp, [1704063600, 1704067200, 1704153600])
     np.testing.assert_array_equal(ds.rating, [4, 3, 5])
-    assert ds.item_attrs.rows() == [("a", "Apple, red", "1.5"), ("b", "Banana", "2")]
+    assert ds.item_attrs.rows() == [("a", "Apple, red", "1.5"), ("b", "Banana", "2"), ("z", "Zucchini", "3")]
+    np.testing.assert_array_equal(ds.interacted_items, [0, 1])  # z: in the item table only
     assert ds.text_fields == ("name",)
 
 
@@ -336,14 +402,57 @@ def test_from_dataframe_pandas_and_polars() -> None:
         from_dataframe(pd.DataFrame({"user_id": [1, 2], "item_id": [1, 1], "ts": ["5", "soon"]}), timestamp_col="ts")
 
 
+def test_table_keeps_items_without_interactions(tmp_path: Path) -> None:
+    log = write(tmp_path / "log.tsv", "user_id\titem_id\n1\t10\n2\t10\n")
+    items = write(tmp_path / "items.csv", "item_id,title,brand\n30,New gadget,Acme\n10,Old gadget,Acme\n")
+    ds = load_table(log, items_path=items, text_columns=["title", "brand"])
+    assert list(ds.items.tokens) == ["10", "30"] and ds.n_interactions == 2
+    assert table_only(ds) == {"30": ("New gadget", "Acme")}
+    frame = pd.DataFrame({"user_id": [1, 2], "item_id": [10, 10]})
+    items_frame = pd.DataFrame({"item_id": [30, 10], "title": ["New gadget", "Old gadget"], "brand": ["Acme"] * 2})
+    same = from_dataframe(frame, items=items_frame, text_columns=["title", "brand"])
+    assert table_only(same) == {"30": ("New gadget", "Acme")}
+
+
+def test_table_empty_and_header_only_files_name_the_file(tmp_path: Path) -> None:
+    from llm4rec.data.sources.tabular import read_table
+
+    rows = "a header line and at least one data row"
+    for name, text in [("empty.csv", ""), ("blank.tsv", "\n \n"), ("header.csv", "user_id,item_id\n"),
+                       ("header.tsv", "user_id\titem_id\n"), ("no_newline.csv", "user_id,item_id"),
+                       ("blank_rows.csv", "user_id,item_id\n\n\n"), ("sniffed.txt", "user_id;item_id\n")]:
+        path = write(tmp_path / name, text)
+        empty = not text.strip()
+        assert ("empty file" if empty else "line 2: no data rows under the header") in raises_naming(
+            path, rows, read_table, path)
+        assert ("empty file" if empty else "line 2: no interactions under the header") in raises_naming(
+            path, rows, load_table, path)
+    empty = tmp_path / "empty.parquet"
+    pl.DataFrame({"user_id": [], "item_id": []}, schema={"user_id": pl.Int64, "item_id": pl.Utf8}).write_parquet(empty)
+    for load, what in ((read_table, "data rows"), (load_table, "interactions")):
+        message = raises_naming(empty, "a table with at least one row (its columns are ['user_id', 'item_id'])",
+                                load, empty)
+        assert f"no {what} in the Parquet table" in message
+    # an attribute table is a data file too
+    log = write(tmp_path / "log.csv", "user_id,item_id\n1,2\n")
+    items = write(tmp_path / "items.csv", "item_id,title\n")
+    assert "no items under the header" in raises_naming(items, rows, load_table, log, items_path=items)
+
+
 def test_table_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="nope.csv: table not found"):
         load_table(tmp_path / "nope.csv")
     log = write(tmp_path / "log.csv", "user,item_id\n1,2\n")
-    with pytest.raises(InputError, match=r"log.csv, column 'user_id': missing user_col column"):
+    with pytest.raises(InputError) as err:
         load_table(log)
+    assert str(err.value) == (f"{log}, column 'user_id': no user id column (expected a column 'user_id' among "
+                              "['user', 'item_id']; choose another with user_col= / --user-col)")
+    with pytest.raises(InputError, match=r"column 'sku': no item id column .*item_col= / --item-col"):
+        load_table(log, user_col="user", item_col="sku")
+    with pytest.raises(InputError, match=r"column 'when': no timestamp column .*timestamp_col= / --timestamp-col"):
+        load_table(log, user_col="user", timestamp_col="when")
     write(log, "user_id\titem_id\n1\t2\n")
-    with pytest.raises(InputError, match="is the separator right"):
+    with pytest.raises(InputError, match=r"is the separator right \(separator= / --separator\)"):
         load_table(log)
     write(log, "user_id,item_id,rating\n1,2,4\n1,3,four\n")
     with pytest.raises(InputError) as err:
@@ -356,19 +465,58 @@ def test_table_bad_input(tmp_path: Path) -> None:
     write(log, "user_id,item_id\n1,2\n,3\n")
     with pytest.raises(InputError, match=r"log.csv, line 3, column 'user_id': missing value"):
         load_table(log)
-    write(log, "user_id,item_id\n")
-    with pytest.raises(InputError, match=r"log.csv: no interactions"):
-        load_table(log)
-    write(log, "")
-    with pytest.raises(InputError, match=r"log.csv, line 1: empty file"):
+    write(log, "user_id,item_id,note\n,,x\n")
+    with pytest.raises(InputError, match=r"log.csv: no interactions \(expected at least one row with a 'user_id'"):
         load_table(log)
     write(log, "user_id,item_id\n1,2\n")
-    with pytest.raises(InputError, match="text column not in the item table"):
+    with pytest.raises(InputError, match=r"column 'title': text column not in the item table .*--items-path"):
         load_table(log, text_columns=["title"])
     items = write(tmp_path / "items.csv", "id,title\n2,Two\n")
-    with pytest.raises(InputError, match=r"items.csv, column 'item_id': attribute table lacks its key column"):
+    with pytest.raises(InputError, match=r"items.csv, column 'item_id': attribute table lacks its key column "
+                                         r"\(expected a column 'item_id' among \['id', 'title'\]; "
+                                         r"choose another with item_key= / --item-key\)"):
         load_table(log, items_path=items)
+    with pytest.raises(InputError, match=r"column 'name': text column not in the item table \(expected one of "
+                                         r"the item table's columns \['title'\]; .*text_columns= / --text-columns"):
+        load_table(log, items_path=items, item_key="id", text_columns=["name"])
     assert load_table(log, items_path=items, item_key="id").item_attrs.rows() == [("2", "Two")]
+
+
+# ------------------------------------------------------------------ RecBole
+@pytest.fixture
+def recbole_raw(tmp_path: Path) -> Path:
+    root = tmp_path / "rb-tiny"
+    write(root / "rb-tiny.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                  "u1\ti2\t4\t20\nu1\ti1\t5\t10\nu2\ti2\t3\t5\n")
+    write(root / "rb-tiny.item", "item_id:token\ttitle:token_seq\tprice:float\n"
+                                 "i1\tRed Apple\t1.5\ni2\tBanana\t2\ni9\tNew Cherry\t3\n")
+    write(root / "rb-tiny.user", "user_id:token\tage:token\nu1\t30\nu2\t40\nu7\t50\n")
+    return root
+
+
+def test_recbole_known_answer_keeps_table_only_items(recbole_raw: Path) -> None:
+    ds = load_recbole(recbole_raw)
+    assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == ("rb-tiny", 2, 3, 3)
+    assert sequences(ds) == {"u1": ["i1", "i2"], "u2": ["i2"]}
+    np.testing.assert_array_equal(ds.rating, [5, 4, 3])
+    assert ds.text_fields == ("title",)
+    assert ds.item_attrs.rows() == [("i1", "Red Apple", 1.5), ("i2", "Banana", 2.0), ("i9", "New Cherry", 3.0)]
+    assert table_only(ds) == {"i9": ("New Cherry",)}
+    assert ds.user_attrs.rows() == [("u1", "30"), ("u2", "40")]  # users without interactions are dropped
+
+
+def test_recbole_empty_and_header_only_files_name_the_file(recbole_raw: Path) -> None:
+    inter = recbole_raw / "rb-tiny.inter"
+    header = "user_id:token\titem_id:token\n"
+    write(inter, "")
+    raises_naming(inter, "a typed header 'field:type<TAB>...' and at least one data row", load_recbole, recbole_raw)
+    for text in (header, header + "\n\n", header.rstrip("\n")):
+        write(inter, text)
+        message = raises_naming(inter, "a typed header line and at least one data row", load_recbole, recbole_raw)
+        assert "rb-tiny.inter, line 2: no data rows under the header" in message
+    write(inter, header + "u1\ti1\n")
+    item = write(recbole_raw / "rb-tiny.item", "item_id:token\ttitle:token_seq\n")
+    raises_naming(item, "a typed header line and at least one data row", load_recbole, recbole_raw)
 
 
 # ------------------------------------------------------------------ detection and the front door
@@ -382,7 +530,7 @@ def test_detect_format(tmp_path: Path, ml100k_raw: Path, ml1m_raw: Path, mllates
              recbole: "recbole", csv: "csv"}
     for path, expected in cases.items():
         assert detect_format(path) == expected, path
-    with pytest.raises(InputError, match=r"cannot tell the dataset format.*sequences.txt"):
+    with pytest.raises(InputError, match=r"cannot tell the dataset format.*sequences.txt.*format= / --format"):
         detect_format(csv.parent.parent)
     with pytest.raises(InputError, match="dataset path not found"):
         detect_format(tmp_path / "nope")
@@ -411,6 +559,7 @@ def test_load_dataset_dispatch(ml1m_raw: Path, amazon_raw: Path, tmp_path: Path)
 def test_amazon_real(shared_data: Path, folder: str, users: int, items: int, interactions: int) -> None:
     ds = load_dataset(shared_data / folder)
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (users, items, interactions)
+    assert len(ds.interacted_items) == items  # every item of items.jsonl is in a sequence
     seq = sequences(ds)
     first = (shared_data / folder / "sequences.txt").read_text().split("\n", 1)[0].split()
     assert seq[first[0]] == first[1:]
@@ -424,7 +573,9 @@ def test_amazon_real(shared_data: Path, folder: str, users: int, items: int, int
 @pytest.mark.realdata
 def test_ml1m_sample_real(shared_data: Path) -> None:
     ds = load_dataset(shared_data / "ml-1m", ratings_file="ratings_first10_per_user.dat")
-    assert (ds.n_users, ds.n_interactions) == (6_040, 60_400)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (6_040, 3_883, 60_400)  # all of movies.dat
+    assert len(ds.interacted_items) == 1_893  # the movies the sample rates
+    assert ds.load_report == {"rows": 60_400, "duplicates_dropped": 0, "items_without_interactions": 1_990}
     assert ds.user_attrs.height == 6_040 and ds.user_attrs.get_column("gender").null_count() == 0
     assert ds.item_attrs.get_column("title").null_count() == 0
     titles = ds.item_attrs.get_column("title")
@@ -439,3 +590,6 @@ def test_ml100k_raw_matches_recbole_copy(shared_data: Path, ml100k, tmp_path: Pa
     ds = load_dataset(tmp_path / "ml-100k")
     assert ds.fingerprint == ml100k.fingerprint
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (943, 1682, 100_000)
+    real = load_dataset(shared_data / "ml-100k")  # the RecBole copy, with its .item table
+    assert (real.n_users, real.n_items, real.n_interactions) == (943, 1682, 100_000)
+    assert real.load_report["items_without_interactions"] == 0

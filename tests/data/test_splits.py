@@ -140,3 +140,53 @@ def test_unknown_protocol_and_stage():
         make_split(ds, "loo").stage("train")
     with pytest.raises(InputError, match="no validation stage"):
         make_split(ds, "loo100").stage("valid")
+
+
+# ------------------------------------------------ catalogue items without interactions
+def with_table_only_items(seed: int) -> tuple[Dataset, Dataset]:
+    """The same interactions twice: without an item table, and with one listing 15 extra, unused items."""
+    plain = random_dataset(seed, n_items=40)
+    frame = pl.DataFrame({"user_id": [plain.users.token(int(u)) for u in plain.user],
+                          "item_id": [plain.items.token(int(i)) for i in plain.item],
+                          "timestamp": plain.timestamp})
+    extra = [f"{100 + k}" for k in range(15)] + [str(t) for t in plain.items.tokens]
+    attrs = pl.DataFrame({"item_id": extra, "title": [f"item {t}" for t in extra]})
+    wide = Dataset.from_frame(frame, item_attrs=attrs, text_fields=("title",))
+    return plain, wide
+
+
+@pytest.mark.parametrize("protocol", ["loo", "loo100", "rand", "cold"])
+def test_items_without_interactions_never_change_a_protocol(protocol):
+    """The protocol's catalogue is the interacted items: a wider vocabulary ranks, draws and holds out the same."""
+    plain, wide = with_table_only_items(3)
+    assert wide.n_items == plain.n_items + 15
+    to_wide = wide.items.index(list(plain.items.tokens))  # plain index -> wide index
+    a, b = make_split(plain, protocol, seed=11), make_split(wide, protocol, seed=11)
+    np.testing.assert_array_equal(a.assignment, b.assignment)
+    if protocol == "cold":
+        np.testing.assert_array_equal(to_wide[a.cold_items], b.cold_items)
+        np.testing.assert_array_equal(to_wide[a.valid_items], b.valid_items)
+    for name in ("test",) if protocol == "loo100" else ("valid", "test"):
+        sa, sb = a.stage(name), b.stage(name)
+        np.testing.assert_array_equal(sa.users, sb.users)
+        # the wide stage ranks exactly the plain stage's items (all of them, or its cold items)
+        np.testing.assert_array_equal(sb.candidates, to_wide[sa.candidates] if sa.candidates is not None
+                                      else np.sort(to_wide))
+        if protocol == "loo100":
+            np.testing.assert_array_equal(np.where(sa.negatives >= 0, to_wide[np.maximum(sa.negatives, 0)], -1),
+                                          sb.negatives)
+
+
+def test_stage_fit_sets_carry_their_provenance_and_targets_their_ratings():
+    frame = pl.DataFrame({"user_id": ["a"] * 4 + ["b"] * 3, "item_id": ["1", "2", "3", "4", "2", "3", "4"],
+                          "timestamp": [1.0, 2, 3, 4, 1, 2, 3], "rating": [5.0, 4, 3, 2, 1, 2, 3]})
+    ds = Dataset.from_frame(frame, name="tiny")
+    split = make_split(ds, "loo", seed=5)
+    test = split.stage("test")
+    assert test.fit.provenance == {"dataset": "tiny", "dataset_fingerprint": ds.fingerprint, "protocol": "loo",
+                                   "stage": "test", "seed": 5, "split_fingerprint": split.fingerprint}
+    assert split.stage("valid").fit.provenance["stage"] == "valid"
+    assert ds.provenance is None
+    # the last interactions (a, 4) and (b, 4) are the test targets, with their own ratings
+    np.testing.assert_array_equal(test.target_ratings.toarray()[:, ds.items.index(["4"])].ravel(), [2.0, 3.0])
+    assert test.target_ratings.nnz == test.targets.nnz == 2

@@ -196,7 +196,7 @@ def test_ease_recovers_the_planted_genre(default, loo_results):
     genre_mass = truth.item_genre_matrix()  # (I, G)
 
     def majority_genre(model):
-        rec, _ = model.recommend(users, 10)
+        rec, _ = model.recommend_indices(users, 10)
         return genre_mass[rec].sum(axis=1).argmax(axis=1)  # (U, 10, G) -> (U,)
 
     chance = np.bincount(top, minlength=len(truth.genres)).max() / ds.n_users  # always guess the commonest

@@ -18,7 +18,7 @@ class FixedScores:
     def __init__(self, scores):
         self.scores = np.asarray(scores, dtype=np.float32)
 
-    def score(self, users, items=None):
+    def score_indices(self, users, items=None):
         s = self.scores[np.asarray(users)]
         return s if items is None else s[:, items]
 

@@ -41,7 +41,7 @@ def test_calibration_is_a_rising_link_that_ranks_held_out_items_higher(response)
     assert diag["slope"] > 0 and diag["auc"] > 0.6
     assert diag["pairs"] == diag["positives"] * (1 + diag["negatives"])
     probs = response.click_probabilities(np.array([0, 1]))  # (2, n_items)
-    scores = response.model.score([0, 1])
+    scores = response.model.score_indices([0, 1])
     assert probs.shape == (2, response.n_items) and ((probs > 0) & (probs < 1)).all()
     order = np.argsort(scores[0])
     assert (np.diff(probs[0][order]) >= 0).all()  # monotone in the score

@@ -1,13 +1,17 @@
-"""The on-disk embedding cache: hits are not re-encoded; concurrent writers lose nothing."""
+"""The on-disk embedding cache: hits are not re-encoded; concurrent writers lose nothing; an interrupted
+run keeps its finished work."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import multiprocessing as mp
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
-from llm4rec.text import EmbeddingCache, OnnxEncoder, encode_cached
+from llm4rec.text import EmbeddingCache, OnnxEncoder, TextEncoder, encode_cached
 from llm4rec.text.cache import default_cache_dir, text_keys
 
 TEXTS = ["space starship galaxy", "garlic pasta recipe", "detective clue alibi", "dragon wizard castle"]
@@ -23,6 +27,36 @@ class CountingEncoder(OnnxEncoder):
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         self.encoded.extend(texts)
         return super()._encode_batch(texts)
+
+
+class FakeEncoder(TextEncoder):
+    """Deterministic 8-d vectors from each text's sha256; records the texts of every batch it encodes.
+
+    With ``stop_after=K`` it raises KeyboardInterrupt (a Ctrl-C) when asked for batch K + 1.
+    """
+
+    backend = "fake"
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after
+        self.batches: list[list[str]] = []
+
+    @property
+    def encoded(self) -> list[str]:
+        return [t for batch in self.batches for t in batch]
+
+    def _identity(self) -> dict:
+        return {"dim": 8}  # stop_after does not change the vectors: interrupted and clean runs share a cache
+
+    def _load(self) -> None:
+        self.dim_ = 8
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        if len(self.batches) == self.stop_after:
+            raise KeyboardInterrupt
+        self.batches.append(list(texts))
+        digests = b"".join(hashlib.sha256(t.encode()).digest()[:8] for t in texts)
+        return np.frombuffer(digests, dtype=np.uint8).reshape(len(texts), 8).astype(np.float32) + 1.0
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +127,56 @@ def test_compaction_merges_shards_without_losing_rows(counter, tmp_path, monkeyp
     vectors, found = cache.lookup(text_keys(TEXTS))
     assert found.all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_an_interrupted_run_keeps_its_finished_chunks_and_a_rerun_encodes_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr("llm4rec.text.cache.STORE_EVERY", 8)  # 50 texts, batches of 4: a shard every 2 batches
+    texts = [f"item {k} " + "word " * (k % 7) for k in range(50)]
+    texts.append(texts[3])  # a duplicate is encoded once
+    first = FakeEncoder(stop_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        encode_cached(first, texts, cache_dir=tmp_path / "run", batch_size=4)
+    cache = EmbeddingCache(tmp_path / "run", first.fingerprint)
+    assert len(first.encoded) == 20  # 5 batches done, then Ctrl-C in the 6th ...
+    assert len(cache.shards()) == 2 and len(cache) == 16  # ... two finished chunks of 8 stored, the third lost
+    stored = first.encoded[:16]
+    assert cache.lookup(text_keys(stored))[1].all()
+
+    calls = []
+
+    @contextmanager
+    def one_bar(enabled, total, description):
+        advanced: list[int] = []
+        calls.append((enabled, total, advanced))
+        yield advanced.append
+
+    monkeypatch.setattr("llm4rec.text.cache.progress_reporter", one_bar)
+    rerun, looked_up = FakeEncoder(), []
+    resumed = encode_cached(rerun, texts, cache_dir=tmp_path / "run", batch_size=4, progress=True,
+                            on_lookup=lambda cached, to_encode: looked_up.append((cached, to_encode)))
+    assert looked_up == [(16, 34)]
+    assert len(rerun.encoded) == 34 and not set(rerun.encoded) & set(stored)
+    assert [(enabled, total, sum(advanced)) for enabled, total, advanced in calls] == [(True, 34, 34)]
+
+    clean = FakeEncoder()
+    expected = encode_cached(clean, texts, cache_dir=tmp_path / "clean", batch_size=4)
+    np.testing.assert_array_equal(resumed, expected)
+    assert rerun.batches == clean.batches[4:]  # the rest went in the same batches as in an uninterrupted run
+    assert len(EmbeddingCache(tmp_path / "run", first.fingerprint)) == 50
+
+
+def test_shards_are_whole_batches_and_few(tmp_path, monkeypatch):
+    monkeypatch.setattr("llm4rec.text.cache.STORE_EVERY", 2)
+    texts = [f"text number {k}" for k in range(200)]
+    encoder = FakeEncoder()
+    encode_cached(encoder, texts, cache_dir=tmp_path, batch_size=3)
+    # 200 texts / COMPACT_AFTER (32) = 7 per shard at least, rounded up to whole batches of 3: 9
+    sizes = []
+    for shard in EmbeddingCache(tmp_path, encoder.fingerprint).shards():
+        with np.load(shard, allow_pickle=False) as data:
+            sizes.append(len(data["keys"]))
+    assert sorted(sizes) == [2] + [9] * 22 and len(sizes) == math.ceil(200 / 9)
+    assert all(len(batch) == 3 for batch in encoder.batches[:-1])
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):

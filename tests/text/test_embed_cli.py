@@ -10,7 +10,7 @@ import pytest
 from llm4rec.cli.main import main
 from llm4rec.data import load_dataset
 from llm4rec.data.export import save_dataset
-from llm4rec.text import item_embeddings
+from llm4rec.text import OnnxEncoder, default_item_template, item_embeddings, item_texts
 
 
 @pytest.fixture
@@ -59,6 +59,41 @@ def test_embed_errors_name_the_problem_and_leave_nothing(capsys, data_dir, tmp_p
     (foreign / "keep.txt").write_text("mine")
     code, _, err = run(capsys, "embed", "--data", str(data_dir), "--out", str(foreign))
     assert code == 2 and "not an embedding directory" in err and (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_an_interrupted_embed_resumes_from_the_cache(capsys, data_dir, tmp_path, monkeypatch):
+    ds = load_dataset(data_dir)
+    n_texts = len(set(item_texts(ds, default_item_template(ds))))
+    monkeypatch.setattr("llm4rec.text.cache.STORE_EVERY", 8)  # with --batch-size 4: a shard every 2 batches
+    encoded: list[str] = []
+    stop_after = [5]  # batches; then Ctrl-C
+    real = OnnxEncoder._encode_batch
+
+    def counting(self, texts):
+        if len(encoded) == 4 * stop_after[0]:
+            raise KeyboardInterrupt
+        encoded.extend(texts)
+        return real(self, texts)
+
+    monkeypatch.setattr(OnnxEncoder, "_encode_batch", counting)
+    out, cache = tmp_path / "emb", tmp_path / "cache"
+    args = ["embed", "-d", str(data_dir), "-e", "minilm-int8", "-o", str(out), "--cache-dir", str(cache),
+            "--batch-size", "4"]
+    code, stdout, err = run(capsys, *args)
+    assert code == 130 and not out.exists()
+    assert f"interrupted: the finished chunks of texts are kept in the embedding cache ({cache})" in stdout
+    stop_after[0], encoded[:] = 10**9, []
+    code, stdout, err = run(capsys, *args)
+    assert code == 0, err
+    assert f"resuming: 16 of {n_texts} distinct texts from the embedding cache ({cache}), {n_texts - 16} to encode" \
+        in stdout
+    assert len(encoded) == n_texts - 16  # only what the first run had not stored
+    clean = item_embeddings(ds, encoder="minilm-int8", cache_dir=tmp_path / "clean", batch_size=4)
+    np.testing.assert_allclose(np.load(out / "embeddings.npy", allow_pickle=False), clean, atol=1e-5)
+    encoded.clear()
+    code, stdout, err = run(capsys, *args)  # a third time: nothing left to encode
+    assert code == 0 and f"all {n_texts} distinct texts from the embedding cache ({cache})" in stdout
+    assert encoded == []
 
 
 def test_embed_help(capsys):

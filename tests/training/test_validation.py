@@ -24,7 +24,7 @@ def test_holdout_ndcg_matches_the_evaluator(data, how):
         model = create_model(name).fit(train)
         metric = f"NDCG@{stage.k}"
         expected = evaluate(model, stage, metrics=(metric,), beyond_accuracy=False).metrics[metric]
-        assert holdout_ndcg(model.score, stage, stage.k, budget=1000) == pytest.approx(expected, abs=1e-12)
+        assert holdout_ndcg(model.score_indices, stage, stage.k, budget=1000) == pytest.approx(expected, abs=1e-12)
 
 
 def test_holdout_ndcg_rejects_sampled_stages(data):

@@ -32,7 +32,9 @@ def embed_command(
     embeddings.npy is float32[n_items, dim] with L2-normalised rows, in the
     order of items.json (the item ids); meta.json records the encoder, its
     fingerprint, the template, dim and the dataset fingerprint. Texts already
-    in the embedding cache are not encoded again.
+    in the embedding cache are not encoded again, and the work is stored in
+    the cache as it goes: after an interruption (Ctrl-C), the same command
+    resumes, saying how many texts came from the cache.
     """
     import io
 
@@ -40,7 +42,8 @@ def embed_command(
 
     from llm4rec._atomic import atomic_dir
     from llm4rec.errors import InputError
-    from llm4rec.text import Template, default_item_template, get_encoder, item_embeddings
+    from llm4rec.text import (Template, default_cache_dir, default_item_template, encode_cached, get_encoder,
+                              item_texts)
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
         raise InputError("output path exists and is not an embedding directory", path=out,
@@ -49,14 +52,28 @@ def embed_command(
     tpl = Template(template) if template is not None else None
     ds = load_with_spinner(data, fmt)
     tpl = tpl or default_item_template(ds)
-    vectors = item_embeddings(ds, encoder=enc, template=tpl.text, cache_dir=cache_dir, batch_size=batch_size,
-                              progress=True)
+    cache_root = default_cache_dir() if cache_dir is None else cache_dir
+
+    def report(cached: int, to_encode: int) -> None:
+        if cached and to_encode:
+            console.print(f"resuming: {cached} of {cached + to_encode} distinct texts from the embedding cache "
+                          f"({cache_root}), {to_encode} to encode", soft_wrap=True)
+        elif cached:
+            console.print(f"all {cached} distinct texts from the embedding cache ({cache_root})", soft_wrap=True)
+
+    try:
+        vectors = encode_cached(enc, item_texts(ds, tpl), cache_dir=cache_root, template_id=tpl.id,
+                                batch_size=batch_size, progress=True, on_lookup=report)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the finished chunks of texts are kept in the embedding cache ({cache_root}); "
+                      "run the same command again to encode only the rest", soft_wrap=True)
+        raise
     meta = {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "n_items": int(vectors.shape[0]),
             "encoder": encoder, "backend": enc.backend, "fingerprint": enc.fingerprint, "dim": int(vectors.shape[1]),
             "template": tpl.text, "template_id": tpl.id, "pii_scrubbed": True}
     buf = io.BytesIO()
     np.save(buf, vectors, allow_pickle=False)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replace=True) as tmp:  # checked above: empty or our own output
         (tmp / "embeddings.npy").write_bytes(buf.getvalue())
         (tmp / "items.json").write_text(json.dumps([str(t) for t in ds.items.tokens]) + "\n", encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

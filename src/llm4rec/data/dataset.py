@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,16 @@ class Dataset:
             ``item_id`` first), or ``None``.
         user_attrs: the same for users, or ``None``.
         text_fields: names of the item attribute columns that hold text.
+        provenance: where this interaction set comes from: ``{"dataset",
+            "dataset_fingerprint", "protocol", "stage", "seed",
+            "split_fingerprint"}`` for a protocol stage's fit set (set by
+            :mod:`llm4rec.data.splits`), or ``None`` for a whole dataset.
+        load_report: what loading changed, e.g. ``{"duplicates_dropped": 3}``.
+
+    The item vocabulary holds every item of the interactions and of the item
+    table: an item listed in ``item_attrs`` without any interaction yet (a new
+    catalogue entry) is kept, so text models can recommend it.
+    ``interacted_items`` are the others: PROTOCOLS.md's catalogue.
     """
 
     name: str
@@ -56,6 +67,8 @@ class Dataset:
     item_attrs: pl.DataFrame | None = None
     user_attrs: pl.DataFrame | None = None
     text_fields: tuple[str, ...] = ()
+    provenance: dict | None = None
+    load_report: dict = field(default_factory=dict, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +94,7 @@ class Dataset:
         user_attrs: Any = None,
         text_fields: tuple[str, ...] = (),
         source: str = "<frame>",
+        keep_item_table: bool = True,
     ) -> Dataset:
         """Build from a table with columns ``user_id``, ``item_id`` and optionally
         ``timestamp`` and ``rating`` (polars or pandas).
@@ -88,9 +102,12 @@ class Dataset:
         Rows are read in order. Duplicated (user, item) pairs keep the latest
         row (largest timestamp; the last row among equal timestamps). Without a
         ``timestamp`` column the row number is the timestamp. Items and users are
-        re-indexed in ascending token order (numeric when all are integers); the
-        item catalogue is the set of items in the interactions. Attribute tables
-        are keyed by ``item_id`` / ``user_id``; rows for unknown ids are dropped.
+        re-indexed in ascending token order (numeric when all are integers).
+        Attribute tables are keyed by ``item_id`` / ``user_id``. Items of
+        ``item_attrs`` without interactions join the item vocabulary
+        (``keep_item_table=True``, the default) or are dropped; user attribute
+        rows for unknown users are dropped. ``load_report`` counts the dropped
+        duplicate rows and the items kept without interactions.
         """
         import polars as pl
 
@@ -119,7 +136,13 @@ class Dataset:
                 raise InputError("missing value", path=source, line=row + 1, column=col,
                                  expected="a value in every row")
         users = Vocabulary.from_tokens(df.get_column("user_id").unique().to_list(), kind="user")
-        items = Vocabulary.from_tokens(df.get_column("item_id").unique().to_list(), kind="item")
+        item_tokens = set(df.get_column("item_id").unique().to_list())
+        n_interacted = len(item_tokens)
+        if item_attrs is not None and keep_item_table:
+            attrs_df = _to_polars(item_attrs)
+            if "item_id" in attrs_df.columns:
+                item_tokens |= set(attrs_df.get_column("item_id").cast(pl.Utf8).drop_nulls().to_list())
+        items = Vocabulary.from_tokens(item_tokens, kind="item")
         u = _map_tokens(df.get_column("user_id"), users)
         i = _map_tokens(df.get_column("item_id"), items)
         ts = df.get_column("timestamp").to_numpy().astype(np.float64)
@@ -142,6 +165,8 @@ class Dataset:
             item_attrs=_align_attrs(item_attrs, items, "item_id"),
             user_attrs=_align_attrs(user_attrs, users, "user_id"),
             text_fields=tuple(text_fields),
+            load_report={"rows": int(len(u)), "duplicates_dropped": int(len(u) - len(kept)),
+                         "items_without_interactions": len(items) - n_interacted},
         )
 
     # --------------------------------------------------------------- queries
@@ -209,7 +234,59 @@ class Dataset:
             user=self.user[mask], item=self.item[mask], timestamp=self.timestamp[mask],
             rating=None if self.rating is None else self.rating[mask],
             item_attrs=self.item_attrs, user_attrs=self.user_attrs, text_fields=self.text_fields,
+            provenance=self.provenance,
         )
+
+    def with_provenance(self, provenance: dict | None) -> Dataset:
+        """The same data labelled with another provenance (see the class docstring)."""
+        return dataclasses.replace(self, provenance=provenance, load_report=dict(self.load_report))
+
+    @property
+    def interacted_items(self) -> np.ndarray:
+        """int64[m]: the items with at least one interaction, ascending (PROTOCOLS.md's catalogue)."""
+        if "interacted" not in self._cache:
+            self._cache["interacted"] = _frozen(
+                np.flatnonzero(np.bincount(self.item, minlength=self.n_items) > 0).astype(np.int64))
+        return self._cache["interacted"]
+
+    def without_items(self, items: np.ndarray) -> Dataset:
+        """This dataset as if ``items`` (int indices) had never existed: gone from the vocabulary, the
+        interactions and the item table. The other items keep their order (their indices shift down)."""
+        drop = np.zeros(self.n_items, dtype=bool)
+        drop[np.asarray(items, dtype=np.int64)] = True
+        new_index = np.cumsum(~drop) - 1  # old index -> new index (for kept items)
+        keep_rows = ~drop[self.item]
+        attrs = None if self.item_attrs is None else self.item_attrs.filter(~drop)
+        return Dataset(
+            name=self.name, users=self.users, items=Vocabulary(self.items.tokens[~drop], kind="item"),
+            user=self.user[keep_rows], item=new_index[self.item[keep_rows]], timestamp=self.timestamp[keep_rows],
+            rating=None if self.rating is None else self.rating[keep_rows],
+            item_attrs=attrs, user_attrs=self.user_attrs, text_fields=self.text_fields,
+            provenance=None if self.provenance is None else {**self.provenance, "items_removed": int(drop.sum())},
+        )
+
+    def item_table(self, items: np.ndarray | None = None) -> pl.DataFrame:
+        """The item attribute rows of ``items`` (int indices; all when None), ``item_id`` first."""
+        if self.item_attrs is None:
+            raise InputError(f"dataset {self.name!r} has no item table", expected="item attributes")
+        return self.item_attrs if items is None else self.item_attrs[np.asarray(items, dtype=np.int64)]
+
+    @property
+    def item_text_fingerprint(self) -> str:
+        """sha256 (16 hex digits) of the item ids and their text fields (what text models read)."""
+        if "text_fingerprint" not in self._cache:
+            import json
+
+            h = hashlib.sha256()
+            h.update("\x1f".join(map(str, self.items.tokens)).encode())
+            attrs = self.item_attrs
+            columns = [c for c in self.text_fields if attrs is not None and c in attrs.columns]
+            for column in columns:
+                values = attrs.get_column(column).cast(str).to_list()
+                h.update(f"\x1e{column}\x1e".encode())
+                h.update(json.dumps(values, ensure_ascii=False).encode())
+            self._cache["text_fingerprint"] = h.hexdigest()[:16]
+        return self._cache["text_fingerprint"]
 
     @property
     def fingerprint(self) -> str:
@@ -235,6 +312,7 @@ class Dataset:
             "users": self.n_users,
             "items": self.n_items,
             "interactions": self.n_interactions,
+            "items_without_interactions": int(self.n_items - len(self.interacted_items)),
             "density": self.n_interactions / max(1, self.n_users * self.n_items),
             "sparsity": 1.0 - self.n_interactions / max(1, self.n_users * self.n_items),
             "interactions_per_user": {"min": int(seq_len.min()), "median": float(np.median(seq_len)),

@@ -21,7 +21,8 @@ text fields are ``token_seq``, float columns ``float``, every other column
 ``float_seq``), as in CSV. RecBole files cannot quote, so tabs and line breaks
 inside attribute values become spaces there; ids containing them are an error.
 The directory is written atomically: a failed save leaves no trace and an
-existing ``out`` is replaced only with ``overwrite=True``.
+existing ``out`` is replaced only with ``overwrite=True``, and only when it
+holds nothing but an earlier export's files.
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ def save_dataset(dataset: Dataset, out: str | Path, to: str = "recbole", *, over
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("output path is a file", path=out, expected="a directory path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError("output directory is not empty", path=out, expected="a new or empty directory",
-                         hint="Pass overwrite=True to replace it.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError("output directory is not empty", path=out, expected="a new or empty directory",
+                             hint="Pass overwrite=True (--overwrite) to replace an earlier export there.")
+        if not _is_export(out):
+            raise InputError("output directory is not empty and is not an earlier export, so it is not replaced",
+                             path=out, expected="a new or empty directory, or one written by save_dataset")
     if dataset.n_interactions == 0:
         raise InputError(f"dataset {dataset.name!r} has no interactions", expected="at least one to save")
     inter = _interactions(dataset)
     tables = {"items": dataset.item_attrs, "users": dataset.user_attrs}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replace=overwrite) as tmp:
         if to == "recbole":
             _write_recbole(dataset, inter, tables, tmp)
         else:
@@ -108,6 +113,12 @@ def _flat(table: pl.DataFrame, kind: str) -> pl.DataFrame:
             raise InputError(f"cannot write the {kind} column of type {dtype} as text", column=name,
                              expected="scalar or list columns (or to='parquet')")
     return table
+
+
+def _is_export(folder: Path) -> bool:
+    """True when every file in ``folder`` is one an export writes (so replacing it loses nothing else)."""
+    allowed = re.compile(r"^(dataset\.json|(interactions|items|users)\.(csv|parquet)|[^/]+\.(inter|item|user))$")
+    return all(p.is_file() and allowed.match(p.name) for p in folder.iterdir())
 
 
 def _write_recbole(dataset: Dataset, inter: pl.DataFrame, tables: dict[str, pl.DataFrame | None],

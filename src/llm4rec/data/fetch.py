@@ -238,7 +238,7 @@ def _extract(archive: Path, member: str, target: Path) -> None:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
         raise InputError(f"not a readable zip archive ({exc})", path=archive) from None
-    with zf, atomic_dir(target) as tmp:
+    with zf, atomic_dir(target, replace=True) as tmp:  # the caller checked: absent, or ours with force
         found = False
         for info in zf.infolist():
             parts = _safe_parts(info.filename, archive)

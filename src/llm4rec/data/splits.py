@@ -7,6 +7,7 @@ users to evaluate. Same input and seed -> the same split and fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -50,9 +51,16 @@ class Stage:
         fit: the fit set, a :class:`Dataset` with the full vocabularies.
         targets: CSR (n_users, n_items) of target interactions.
         users: int64[n_eval] evaluated users, ascending.
-        candidates: int64[m] items ranked (P-COLD), or ``None`` for all items.
+        candidates: int64[m] items ranked: P-COLD's (pseudo-)cold items, or
+            the protocol's catalogue when the dataset also lists items without
+            any interaction; ``None`` for all items.
         negatives: int64[n_eval, 100] sampled negatives (P-LOO-100; -1 pads a
             user with fewer than 100 non-interacted items), or ``None``.
+        target_ratings: CSR like ``targets`` holding the targets' ratings, or
+            ``None`` when the dataset has no ratings.
+
+    ``fit.provenance`` names the dataset, protocol, stage, seed and split, so a
+    model fitted on it knows (and saves) what it has seen.
     """
 
     protocol: str
@@ -62,6 +70,7 @@ class Stage:
     users: np.ndarray
     candidates: np.ndarray | None = None
     negatives: np.ndarray | None = None
+    target_ratings: sp.csr_matrix | None = None
 
     @property
     def k(self) -> int:
@@ -78,7 +87,9 @@ class Split:
 
     ``assignment`` (int8[n_interactions], aligned with the dataset's arrays) is
     0 train, 1 validation, 2 test. For P-COLD, ``cold_items`` are the test
-    items C and ``valid_items`` the pseudo-cold validation items.
+    items C and ``valid_items`` the pseudo-cold validation items. Items of the
+    dataset without any interaction are outside the protocol's catalogue: they
+    are never ranked, drawn as negatives or chosen as cold items.
     """
 
     dataset: Dataset
@@ -107,10 +118,28 @@ class Split:
             self._stages[name] = self._build_stage(name)
         return self._stages[name]
 
+    def provenance(self, stage: str) -> dict:
+        """What a model fitted on ``stage``'s fit set has seen (``Dataset.provenance``)."""
+        return {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint,
+                "protocol": self.protocol, "stage": stage, "seed": self.seed,
+                "split_fingerprint": self.fingerprint}
+
     def _build_stage(self, name: str) -> Stage:
+        stage = self._cold_stage(name) if self.protocol == "cold" else self._ranking_stage(name)
+        ds = self.dataset
+        ratings = None
+        if ds.rating is not None:  # the targets' own ratings, aligned with stage.targets
+            users, items = stage.targets.nonzero()
+            key = ds.user.astype(np.int64) * ds.n_items + ds.item  # unique per interaction (duplicates collapsed)
+            order = np.argsort(key)
+            rows = order[np.searchsorted(key[order], users.astype(np.int64) * ds.n_items + items)]
+            ratings = sp.csr_matrix((ds.rating[rows], (users, items)), shape=stage.targets.shape)
+            ratings.sort_indices()
+        return dataclasses.replace(stage, fit=stage.fit.with_provenance(self.provenance(name)),
+                                   target_ratings=ratings)
+
+    def _ranking_stage(self, name: str) -> Stage:
         ds, a = self.dataset, self.assignment
-        if self.protocol == "cold":
-            return self._cold_stage(name)
         if self.protocol == "loo100" and name == "valid":
             raise InputError("P-LOO-100 has no validation stage of its own", value="valid",
                              expected="--stage test",
@@ -121,9 +150,15 @@ class Split:
         targets = _csr(ds.user[tgt_mask], ds.item[tgt_mask], ds.n_users, ds.n_items)
         users = np.flatnonzero(np.diff(targets.indptr) > 0).astype(np.int64)
         negatives = None
+        catalogue = ds.interacted_items
+        full = len(catalogue) == ds.n_items
         if self.protocol == "loo100":
-            negatives = sample_negatives(ds.matrix(), users, self.seed)
-        return Stage(self.protocol, name, fit, targets, users, negatives=negatives)
+            interacted = ds.matrix() if full else ds.matrix()[:, catalogue]
+            negatives = sample_negatives(interacted, users, self.seed)  # catalogue positions
+            if not full:
+                negatives = np.where(negatives >= 0, catalogue[np.maximum(negatives, 0)], -1)
+        return Stage(self.protocol, name, fit, targets, users, negatives=negatives,
+                     candidates=None if full else catalogue)
 
     def _cold_stage(self, name: str) -> Stage:
         ds = self.dataset
@@ -177,14 +212,15 @@ def make_split(dataset: Dataset, protocol: str, seed: int = 2026) -> Split:
             start = offsets[u]
             assignment[start + perm[:n_test]] = TEST
             assignment[start + perm[n_test:n_test + n_val]] = VALID
-    else:  # cold
-        n_items = dataset.n_items
+    else:  # cold: draws over the catalogue (items with interactions), in index order
+        catalogue = dataset.interacted_items
+        n_items = len(catalogue)
         perm = np.random.default_rng(seed).permutation(n_items)
-        cold = np.sort(perm[: _round_half_up(0.2 * n_items)])
-        is_cold = np.zeros(n_items, dtype=bool)
+        cold = np.sort(catalogue[perm[: _round_half_up(0.2 * n_items)]])
+        is_cold = np.zeros(dataset.n_items, dtype=bool)
         is_cold[cold] = True
         assignment[is_cold[dataset.item]] = TEST
-        warm = np.flatnonzero(~is_cold)
+        warm = catalogue[~is_cold[catalogue]]
         vperm = np.random.default_rng(seed + 1).permutation(len(warm))
         valid_items = np.sort(warm[vperm[: _round_half_up(0.2 * len(warm))]])
         assignment[~is_cold[dataset.item] & np.isin(dataset.item, valid_items)] = VALID

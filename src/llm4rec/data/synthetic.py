@@ -295,6 +295,7 @@ def _generate(cfg: SyntheticConfig, return_truth: bool) -> Dataset | tuple[Datas
         user_attrs=pl.DataFrame({"user_id": np.arange(1, cfg.n_users + 1),
                                  "age": [_AGE_BUCKETS[a] for a in users.age], "profile": users.profile}),
         text_fields=("title", "categories", "description"),
+        keep_item_table=False,  # the catalogue is the generated interactions' items, as documented
     )
     if not return_truth:
         return ds

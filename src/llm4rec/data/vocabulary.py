@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -21,17 +22,21 @@ def _all_integers(tokens: Sequence[str]) -> bool:
 class Vocabulary:
     """A fixed, ordered set of string tokens with dense indices ``0..n-1``.
 
-    Tokens are ordered as PROTOCOLS.md requires: numerically when every token is
-    an integer, as strings otherwise. ``index`` raises :class:`InputError` naming
+    Tokens are ordered as PROTOCOLS.md requires when built by
+    :meth:`from_tokens`: numerically when every token is an integer, as strings
+    otherwise. :meth:`extend` appends tokens after the existing ones (a model's
+    catalogue growing after fit). ``index`` raises :class:`InputError` naming
     the first unknown token.
     """
 
     def __init__(self, tokens: Sequence[str], *, kind: str = "id") -> None:
         self.kind = kind
-        self._tokens = np.asarray(list(tokens), dtype=object)
+        self._tokens = np.asarray([str(t) for t in tokens], dtype=object)
         self._lookup = {t: i for i, t in enumerate(self._tokens)}
         if len(self._lookup) != len(self._tokens):
-            raise InputError(f"duplicate {kind} tokens in a vocabulary", expected="unique tokens")
+            seen: set[str] = set()
+            dup = next(t for t in self._tokens if t in seen or seen.add(t))
+            raise InputError(f"duplicate {kind} token in a vocabulary", value=dup, expected="unique tokens")
 
     @classmethod
     def from_tokens(cls, tokens: Iterable[object], *, kind: str = "id") -> Vocabulary:
@@ -40,6 +45,11 @@ class Vocabulary:
         if _all_integers(unique):
             unique.sort(key=int)
         return cls(unique, kind=kind)
+
+    def extend(self, tokens: Iterable[object]) -> Vocabulary:
+        """A new vocabulary: these tokens followed by the new ones (in the given order, duplicates once)."""
+        fresh = list(dict.fromkeys(str(t) for t in tokens if str(t) not in self._lookup))
+        return Vocabulary([*self._tokens, *fresh], kind=self.kind)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -61,19 +71,26 @@ class Vocabulary:
         """Object array of the tokens, position = index (a copy)."""
         return self._tokens.copy()
 
-    def index(self, tokens: Iterable[object]) -> np.ndarray:
-        """Map tokens to indices: int64[n]. Unknown token -> InputError."""
-        out = []
-        for t in tokens:
-            key = str(t)
-            try:
-                out.append(self._lookup[key])
-            except KeyError:
-                raise InputError(
-                    f"unknown {self.kind} {key!r}",
-                    expected=f"one of the {len(self)} known {self.kind}s",
-                ) from None
-        return np.asarray(out, dtype=np.int64)
+    def index(self, tokens: str | Iterable[object], *,
+              unknown: Literal["error", "missing"] = "error") -> int | np.ndarray:
+        """Map tokens to indices: int64[n]; one string token -> one int.
+
+        A string is one token (never its characters). An unknown token raises
+        InputError (``unknown="error"``) or maps to -1 (``"missing"``).
+        """
+        if isinstance(tokens, (str, np.str_)):
+            found = self._lookup.get(str(tokens), -1)
+            if found < 0 and unknown == "error":
+                raise InputError(f"unknown {self.kind} {str(tokens)!r}",
+                                 expected=f"one of the {len(self)} known {self.kind}s")
+            return found
+        tokens = [str(t) for t in tokens]
+        lookup = self._lookup
+        out = np.fromiter((lookup.get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+        if unknown == "error" and (out < 0).any():
+            bad = tokens[int(np.argmax(out < 0))]
+            raise InputError(f"unknown {self.kind} {bad!r}", expected=f"one of the {len(self)} known {self.kind}s")
+        return out
 
     def token(self, indices: int | Iterable[int]) -> str | list[str]:
         """Map one index to its token, or many to a list of tokens."""

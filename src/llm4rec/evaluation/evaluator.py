@@ -12,8 +12,7 @@ import numpy as np
 from llm4rec.data.splits import PROTOCOLS, Stage
 from llm4rec.errors import Llm4recError
 from llm4rec.evaluation.beyond import auc, catalogue_coverage, intra_list_diversity, novelty
-from llm4rec.evaluation.metrics import parse_metric, ranking_metric
-from llm4rec.ranking import rank_of, topk
+from llm4rec.ranking import mask_seen, parse_metric, rank_of, ranking_metric, top_hits
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -60,7 +59,8 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
     """Evaluate a fitted model on a stage of a protocol split.
 
     Users are scored in batches of ``budget // n_candidates`` rows: one
-    ``model.score`` call and one top-k per batch, never the whole score
+    ``model.score_indices`` call (dense user and item indices: the fast path;
+    any object with that method works) and one top-k per batch, never the whole score
     matrix. Fit-set items are masked. Full ranking over all items (or the
     P-COLD candidates); P-LOO-100 ranks the target among its sampled negatives
     and says so in the result's title.
@@ -77,7 +77,7 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
     metrics = tuple(m for m in metrics if m != "AUC")
     k_max = max([parse_metric(m)[1] for m in metrics] or [1])
     users = stage.users
-    cands = stage.candidates
+    cands = None if stage.negatives is not None else stage.candidates  # negatives are item indices
     n_cols = stage.fit.n_items if cands is None else len(cands)
     batch = max(1, min(len(users), budget // max(1, n_cols)))
     fit_matrix = stage.fit.matrix()
@@ -87,7 +87,7 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
     auc_all = np.full(len(users), np.nan)
     for start in range(0, len(users), batch):
         ub = users[start:start + batch]
-        scores = np.array(model.score(ub, cands), dtype=np.float32)  # (B, C) fresh copy
+        scores = np.array(model.score_indices(ub, cands), dtype=np.float32)  # (B, C) fresh copy
         if scores.shape != (len(ub), n_cols):
             raise Llm4recError(f"model {getattr(model, 'name', model)!r} returned scores of shape "
                                f"{scores.shape}, expected {(len(ub), n_cols)}")
@@ -97,12 +97,12 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
         if stage.negatives is not None:
             hits_all[rows] = _sampled_hits(scores, stage, ub, start, k_max)
         else:
-            seen = fit_matrix[ub] if cands is None else fit_matrix[ub][:, cands]
             if want_auc:
+                seen = fit_matrix[ub] if cands is None else fit_matrix[ub][:, cands]
                 tgt = stage.targets[ub] if cands is None else stage.targets[ub][:, cands]
                 auc_all[rows] = auc(scores, tgt.toarray() > 0, seen.toarray() > 0)
-            scores[seen.nonzero()] = -np.inf
-            hits_all[rows], lists[rows] = _full_ranking_hits(scores, stage, ub, k_max)
+            mask_seen(scores, fit_matrix[ub], cands)
+            hits_all[rows], lists[rows] = top_hits(scores, stage.targets[ub], k_max, cands)
         if progress is not None:
             progress(len(ub))
     per_user = {m: ranking_metric(m, hits_all, n_targets) for m in metrics}
@@ -117,23 +117,6 @@ def evaluate(model: Any, stage: Stage, *, metrics: tuple[str, ...] | None = None
         per_user=per_user, users=users, sampled=stage.negatives is not None,
         eval_seconds=time.perf_counter() - t0, extra=extra,
     )
-
-
-def _full_ranking_hits(scores: np.ndarray, stage: Stage, ub: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top k of masked scores (tie rule) -> (hits bool[B, k], item lists int64[B, k], -1 padded)."""
-    cands = stage.candidates
-    top = topk(scores, k)  # (B, k) column positions, -1 padded
-    items = top if cands is None else np.where(top >= 0, cands[np.maximum(top, 0)], -1)
-    # (row, item) membership in the sparse targets through sorted keys: no dense (B, n_items) array
-    tgt = stage.targets[ub]
-    tgt.sort_indices()
-    n = stage.targets.shape[1]
-    keys = np.repeat(np.arange(len(ub), dtype=np.int64), np.diff(tgt.indptr)) * n + tgt.indices
-    if len(keys) == 0:
-        return np.zeros(items.shape, dtype=bool), items
-    query = np.arange(len(ub), dtype=np.int64)[:, None] * n + np.maximum(items, 0)
-    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return (items >= 0) & (keys[pos] == query), items
 
 
 def _sampled_hits(scores: np.ndarray, stage: Stage, ub: np.ndarray, start: int, k: int) -> np.ndarray:

@@ -45,11 +45,13 @@ class EASE(Recommender):
         p[np.diag_indices_from(p)] = 0.0
         self.weights_ = p.astype(np.float32, order="C")  # (I, I); C order: fast sparse @ dense rows
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.history_[users] @ self.weights_, dtype=np.float32)  # (B, I)
+    def _score_histories(self, histories, items: np.ndarray | None) -> np.ndarray:
+        w = self.weights_ if items is None else self.weights_[:, items]
+        return np.asarray(histories.matrix() @ w, dtype=np.float32)  # (B, I) or (B, |items|)
 
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.asarray(self.history_[users] @ self.weights_[:, items], dtype=np.float32)  # (B, |items|)
+    def _score_users(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        w = self.weights_ if items is None else self.weights_[:, items]
+        return np.asarray(self.history_[users] @ w, dtype=np.float32)  # the same product, no copy of histories
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights_}

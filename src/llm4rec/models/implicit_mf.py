@@ -41,11 +41,29 @@ class BPRConfig(ModelConfig):
 
 
 class _ImplicitMF(Recommender):
-    """score(u, i) = user_factors[u] . item_factors[i] (bias folded in by implicit)."""
+    """score(u, i) = user_factors[u] . item_factors[i] (bias folded in by implicit).
+
+    A user known at fit time keeps the learned factors; any other history
+    (a new user, or a known user's grown history) is folded in: its factors
+    are solved from the fixed item factors (:meth:`_fold_in`), no refit.
+    """
 
     @abstractmethod
     def _make(self):
         """The configured ``implicit`` model object."""
+
+    @abstractmethod
+    def _fold_in(self, x) -> np.ndarray:
+        """float32[B, F'] user factors for history indicator rows x (CSR (B, I))."""
+
+    def _score_histories(self, histories, items: np.ndarray | None) -> np.ndarray:
+        factors = self._fold_in(histories.matrix())  # (B, F')
+        cand = self.item_factors_ if items is None else self.item_factors_[items]
+        return factors @ cand.T  # (B, F') @ (F', I)
+
+    def _score_users(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        cand = self.item_factors_ if items is None else self.item_factors_[items]
+        return self.user_factors_[users] @ cand.T  # (B, F') @ (F', I)
 
     def _fit(self, data) -> None:
         with _blas_single_thread():
@@ -53,12 +71,6 @@ class _ImplicitMF(Recommender):
             model.fit(self.history_.tocsr(), show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return self.user_factors_[users] @ self.item_factors_.T  # (B, F) @ (F, I)
-
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.user_factors_[users] @ self.item_factors_[items].T  # (B, F) @ (F, |items|)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
@@ -81,12 +93,64 @@ class ALS(_ImplicitMF):
         return AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
                                        iterations=c.iterations, random_state=c.seed, num_threads=0)  # per-row solves: reproducible with threads
 
+    def _fold_in(self, x) -> np.ndarray:
+        """implicit's own ``recalculate_user``: the exact least-squares user step of ALS (Cholesky)."""
+        model = self._make()
+        model.item_factors = self.item_factors_
+        with _blas_single_thread():
+            return np.asarray(model.recalculate_user(np.arange(x.shape[0]), x.tocsr()), dtype=np.float32)
+
 
 class BPR(_ImplicitMF):
     """Bayesian personalised ranking (Rendle et al. 2009) via ``implicit.cpu.bpr``."""
 
     name = "bpr"
     Config = BPRConfig
+
+    def _fold_in(self, x) -> np.ndarray:
+        """BPR's own objective on the user factors alone, the item factors fixed (implicit has no BPR fold-in).
+
+        implicit's item factors are [v_i, b_i] (bias last) and its user factors
+        [w_u, 1]. Starting from w = 0, each of ``iterations`` steps pairs every
+        history item i with a negative j outside the history and moves w by
+        ``learning_rate * (sigmoid(-(x_ui - x_uj)) (v_i - v_j) - regularization w)``
+        summed over the pairs: the updates of one epoch of implicit's SGD,
+        applied at once, for a block of users in a few matrix products. The
+        negatives are hashed from (seed, step, history item, position), so a
+        history folds in the same alone or in a batch.
+        """
+        from llm4rec._random import hash64
+
+        import scipy.sparse as sp
+
+        from llm4rec._random import hash64
+
+        cfg = self.config
+        x = x.tocsr()
+        b, n_items = x.shape
+        v, bias = self.item_factors_[:, :-1], self.item_factors_[:, -1]  # (I, F), (I,)
+        rows = np.repeat(np.arange(b), np.diff(x.indptr))  # (nnz,)
+        pos = x.indices.astype(np.int64)
+        slot = np.arange(len(pos)) - x.indptr[rows]  # position within the history
+        gather = sp.csr_matrix((np.ones(len(pos), dtype=np.float32), (rows, np.arange(len(pos)))),
+                               shape=(b, len(pos)))  # (B, nnz): sums the pairs of each user
+        count = np.diff(x.indptr).astype(np.float32)[:, None]  # (B, 1)
+        keys = n_items * rows.astype(np.int64)
+        seen = np.sort(keys + pos)
+        w = np.zeros((b, v.shape[1]), dtype=np.float32)  # (B, F)
+        for step in range(cfg.iterations):
+            neg = (hash64(cfg.seed, step, pos, slot) % np.uint64(n_items)).astype(np.int64)
+            for retry in range(4):  # redraw negatives that are in the history (implicit verifies them too)
+                clash = np.flatnonzero(_isin_sorted(keys + neg, seen))
+                if not len(clash):
+                    break
+                neg[clash] = (hash64(cfg.seed + 1 + retry, step, pos[clash], slot[clash])
+                              % np.uint64(n_items)).astype(np.int64)
+            diff = v[pos] - v[neg]  # (nnz, F)
+            margin = np.einsum("nf,nf->n", w[rows], diff) + bias[pos] - bias[neg]  # (nnz,)
+            grad = gather @ ((1.0 / (1.0 + np.exp(margin)))[:, None] * diff)  # (B, F): sigmoid(-margin) (v_i - v_j)
+            w += cfg.learning_rate * (grad - cfg.regularization * count * w)
+        return np.concatenate([w, np.ones((len(w), 1))], axis=1).astype(np.float32)
 
     def _make(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -95,3 +159,11 @@ class BPR(_ImplicitMF):
         return BayesianPersonalizedRanking(factors=c.factors, learning_rate=c.learning_rate,
                                            regularization=c.regularization, iterations=c.iterations,
                                            random_state=c.seed, num_threads=c.threads)
+
+
+def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """bool[n]: which of ``values`` occur in ``sorted_keys`` (ascending int64)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values

@@ -51,11 +51,16 @@ class ItemKNN(Recommender):
                              (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         self.similarity_ = sim  # row i: neighbours of i
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray((self.history_[users] @ self.similarity_).toarray(), dtype=np.float32)
+    def _score_histories(self, histories, items: np.ndarray | None) -> np.ndarray:
+        return self._scores(histories.matrix(), items)
 
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.asarray((self.history_[users] @ self.similarity_[:, items]).toarray(), dtype=np.float32)
+    def _score_users(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        return self._scores(self.history_[users], items)
+
+    def _scores(self, x, items: np.ndarray | None) -> np.ndarray:
+        """float32[B, n]: history indicator rows x (CSR (B, I)) times the neighbour similarities."""
+        sim = self.similarity_ if items is None else self.similarity_[:, items]
+        return np.asarray((x @ sim).toarray(), dtype=np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.similarity_

@@ -14,22 +14,17 @@ class PopularityConfig(ModelConfig):
 
 
 class Popularity(Recommender):
-    """score(u, i) = number of fit-set interactions of item i (ties: smaller index)."""
+    """score(u, i) = number of fit-set interactions of item i (ties: smaller index), for any history.
+
+    The counts are ``popularity_``, which every model keeps as its fallback.
+    """
 
     name = "pop"
     Config = PopularityConfig
 
     def _fit(self, data) -> None:
-        self.item_counts_ = np.bincount(data.item, minlength=data.n_items).astype(np.float32)
+        pass
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.item_counts_, (len(users), self.n_items_)).copy()
-
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.item_counts_[items], (len(users), len(items))).copy()
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"item_counts": self.item_counts_}
-
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.item_counts_ = arrays["item_counts"]
+    def _score_histories(self, histories, items: np.ndarray | None) -> np.ndarray:
+        counts = self.popularity_ if items is None else self.popularity_[items]
+        return np.broadcast_to(counts, (len(histories), len(counts))).copy()

@@ -138,12 +138,18 @@ class Policy(ABC):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         return None
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` and ``state.npz`` (no pickle) into directory ``path``."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``state.npz`` (no pickle) into directory ``path``.
+
+        ``path`` must be new or empty; ``overwrite=True`` replaces a policy saved there before.
+        """
         path = Path(path)
+        if overwrite and path.exists() and not (path / "state.npz").is_file():
+            raise InputError("not a saved policy directory, so it is not replaced", path=path,
+                             expected="a new or empty directory, or a saved policy")
         meta = {"policy": self.name, "n_actions": self.n_actions, "seed": self.seed, "config": self.config,
                 "rng": self.rng.bit_generator.state}
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, replace=overwrite) as tmp:
             np.savez(tmp / "state.npz", **{k: np.asarray(v) for k, v in self._state().items()})
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=_plain) + "\n")
         return path

@@ -149,7 +149,7 @@ class ResponseModel:
     def click_probabilities(self, users: np.ndarray) -> np.ndarray:
         """float64[b, n_items] fresh top-slot click probabilities of ``users`` int64[b]."""
         a, b, mean, std = self.link
-        return _sigmoid(a * (self.model.score(users).astype(np.float64) - mean) / std + b)
+        return _sigmoid(a * (self.model.score_indices(users).astype(np.float64) - mean) / std + b)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -224,7 +224,7 @@ def _calibration_pairs(rec: Recommender, targets: sp.csr_matrix, seen: sp.csr_ma
     items = np.concatenate([pos_items, neg_items])
     scores = np.empty(len(rows))
     for start in range(0, len(users), _USER_BLOCK):  # blocks of users: one score matrix each
-        block = rec.score(users[start:start + _USER_BLOCK])  # (b, n_items)
+        block = rec.score_indices(users[start:start + _USER_BLOCK])  # (b, n_items)
         mask = (rows >= start) & (rows < start + _USER_BLOCK)
         scores[mask] = block[rows[mask] - start, items[mask]]
     labels = np.concatenate([np.ones(len(pos_rows)), np.zeros(len(neg_rows))])
@@ -338,7 +338,7 @@ class RecSimEnv(gym.Env):
             user = int(self._user_rng.choice(self.users))
         cfg = self.config
         self.user = user
-        self.candidates = self.response.model.recommend([user], cfg.n_candidates)[0][0]  # (C,) best first
+        self.candidates = self.response.model.recommend_indices([user], cfg.n_candidates)[0][0]  # (C,) best first
         self._fresh = self.response.click_probabilities(np.array([user]))[0][self.candidates]  # (C,)
         self.exposure = np.zeros(self.n_items)  # F, per item
         self.history = np.zeros(self.dim)  # h

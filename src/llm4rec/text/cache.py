@@ -15,6 +15,11 @@ more than :data:`COMPACT_AFTER` shards, a writer merges the ones it read into
 one new shard before deleting them, so nothing is lost if another process
 writes meanwhile. No pickle: ``np.load(..., allow_pickle=False)``; an
 unreadable shard is skipped with a warning and its texts are encoded again.
+
+:func:`encode_cached` stores its work as it goes, a shard every
+:data:`STORE_EVERY` texts or more (at most about :data:`COMPACT_AFTER` shards
+per call), so an interrupted run (Ctrl-C, a crash) loses at most one shard's
+worth and a rerun encodes only what is still missing.
 """
 
 from __future__ import annotations
@@ -22,23 +27,27 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import time
 import uuid
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from llm4rec._atomic import atomic_write_bytes, atomic_write_text
-from llm4rec.text.encoders import TextEncoder, _check_texts
+from llm4rec.errors import InputError
+from llm4rec.text.encoders import TextEncoder, _check_texts, progress_reporter
 
-__all__ = ["COMPACT_AFTER", "EmbeddingCache", "default_cache_dir", "encode_cached", "text_keys"]
+__all__ = ["COMPACT_AFTER", "STORE_EVERY", "EmbeddingCache", "default_cache_dir", "encode_cached", "text_keys"]
 
 #: shards per directory above which a writer merges them
 COMPACT_AFTER = 32
+#: fewest texts :func:`encode_cached` encodes between two stores (rounded up to whole batches)
+STORE_EVERY = 2048
 
 
 def default_cache_dir() -> Path:
@@ -156,27 +165,51 @@ class EmbeddingCache:
 
 
 def encode_cached(encoder: TextEncoder, texts: Sequence[str], *, cache_dir: str | Path | None = None,
-                  template_id: str = "raw", batch_size: int = 64, progress: bool = False) -> np.ndarray:
+                  template_id: str = "raw", batch_size: int = 64, progress: bool = False,
+                  on_lookup: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``encoder.encode(texts)`` through the cache: only texts not cached yet are encoded.
 
     Duplicated texts are encoded once. Returns float32[len(texts), dim],
     L2-normalised rows in input order. ``cache_dir=None`` uses
     :func:`default_cache_dir`.
+
+    The missing texts are encoded longest first in batches of ``batch_size``
+    (similar lengths, less padding) and stored in chunks of at least
+    :data:`STORE_EVERY` texts, each chunk a new shard as soon as it is done:
+    an interrupted call keeps every finished chunk, and calling again encodes
+    only the rest. ``progress=True`` shows one bar over all the missing texts.
+    ``on_lookup(cached, to_encode)`` is called with the counts of distinct
+    texts found in the cache and left to encode, before any encoding.
     """
     texts = _check_texts(texts)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError("bad batch size", value=batch_size, expected="an integer >= 1")
     cache = EmbeddingCache(default_cache_dir() if cache_dir is None else cache_dir, encoder.fingerprint,
                            template_id)
     keys = text_keys(texts)
     uniq, first, inverse = np.unique(_as_void(keys), return_index=True, return_inverse=True)
-    found_vectors, found = cache.lookup(keys[first])
+    inverse = inverse.ravel()
+    cached, found = cache.lookup(keys[first])  # (n_uniq, dim or 0), (n_uniq,)
     missing = np.flatnonzero(~found)
+    if on_lookup is not None:
+        on_lookup(int(found.sum()), len(missing))
     if len(missing) == 0 and len(uniq):
-        return found_vectors[inverse.ravel()]
-    fresh = encoder.encode([texts[first[i]] for i in missing], batch_size=batch_size, progress=progress)
-    out = np.zeros((len(uniq), fresh.shape[1]), dtype=np.float32)
-    if found.any():
-        out[found] = found_vectors[found]
-    out[missing] = fresh
-    cache.store(keys[first[missing]], fresh, meta={"name": encoder.name, "backend": encoder.backend,
-                                                   "dim": int(fresh.shape[1])})
-    return out[inverse.ravel()]
+        return cached[inverse]
+    out = np.zeros((len(uniq), encoder.dim), dtype=np.float32)
+    if found.any():  # an empty cache gives (n_uniq, 0)
+        out[found] = cached[found]
+    missing = missing[np.argsort([-len(texts[first[i]]) for i in missing], kind="stable")]
+    # A chunk is whole batches (a resumed run then batches the rest as an uninterrupted one would), at least
+    # STORE_EVERY texts, and large enough that this call writes at most about COMPACT_AFTER shards.
+    least = max(STORE_EVERY, math.ceil(len(missing) / COMPACT_AFTER))
+    chunk = batch_size * math.ceil(least / batch_size)
+    meta = {"name": encoder.name, "backend": encoder.backend, "dim": int(out.shape[1])}
+    with progress_reporter(progress, len(missing), f"encoding ({encoder.name})") as advance:
+        for start in range(0, len(missing), chunk):
+            rows = missing[start:start + chunk]
+            for b in range(0, len(rows), batch_size):
+                batch = rows[b:b + batch_size]
+                out[batch] = encoder.encode([texts[first[i]] for i in batch], batch_size=batch_size)
+                advance(len(batch))
+            cache.store(keys[first[rows]], out[rows], meta=meta)
+    return out[inverse]

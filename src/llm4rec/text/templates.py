@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 
     from llm4rec.data.dataset import Dataset
 
-__all__ = ["HISTORY_FIELD", "Template", "default_item_template", "default_user_template", "item_texts",
-           "item_titles", "user_texts"]
+__all__ = ["HISTORY_FIELD", "Template", "default_item_template", "default_user_template", "item_template",
+           "item_texts", "item_titles", "table_texts", "user_texts"]
 
 #: the user-template field that holds the titles of the most recent history items
 HISTORY_FIELD = "history"
@@ -218,18 +218,30 @@ def item_texts(dataset: Dataset, template: str | Template | None = None, *, scru
     An item whose fields are all missing gets its id token as text, so every
     row has something to encode.
     """
-    import polars as pl
-
     tpl = _resolve(template) or default_item_template(dataset)
     if dataset.item_attrs is None:
         raise InputError(f"dataset {dataset.name!r} has no item attributes to build text from",
                          expected="an item table with text columns (title, categories, ...)")
-    rendered = tpl.render(dataset.item_attrs, source=f"{dataset.name} item attributes")
-    texts = (pl.DataFrame({"text": rendered, "item_id": dataset.item_attrs.get_column("item_id")})
+    return table_texts(dataset.item_attrs, tpl, scrub=scrub, source=f"{dataset.name} item attributes")
+
+
+def table_texts(table: pl.DataFrame, template: str | Template, *, scrub: bool = True,
+                source: str = "item table") -> list[str]:
+    """One text per row of an item table (``item_id`` + attribute columns), as :func:`item_texts` makes it."""
+    import polars as pl
+
+    tpl = _resolve(template)
+    rendered = tpl.render(table, source=source)
+    texts = (pl.DataFrame({"text": rendered, "item_id": table.get_column("item_id")})
              .select(pl.when(pl.col("text").str.len_chars() > 0).then(pl.col("text"))
                      .otherwise(pl.col("item_id").cast(pl.Utf8)))
              .to_series().to_list())
     return scrub_pii(texts) if scrub else texts
+
+
+def item_template(dataset: Dataset, template: str | Template | None = None) -> str:
+    """The template string a model reads items with: ``template``, or the dataset's default."""
+    return (_resolve(template) or default_item_template(dataset)).text
 
 
 def item_titles(dataset: Dataset) -> list[str]:

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["TrainingConfig"]
+from llm4rec.errors import InputError
+
+__all__ = ["TrainingConfig", "resolve_device"]
 
 
 class TrainingConfig(BaseModel):
@@ -42,8 +44,24 @@ class TrainingConfig(BaseModel):
                                               "thread avoids the heavy slowdown of oversubscribed cores "
                                               "(small models gain little from more)")
     progress: bool = Field(False, description="show a rich progress bar per epoch on stderr")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the network trains and scores: "
+                                                                       "'auto' = cuda when available, else cpu")
 
     @classmethod
     def from_config(cls, config: BaseModel) -> TrainingConfig:
         """The training options held by a model config that inherits this class."""
         return cls(**{k: getattr(config, k) for k in cls.model_fields})
+
+
+def resolve_device(name: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a device setting; InputError when cuda is asked for and missing."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device='cuda' but torch sees no CUDA device", value=name,
+                         expected="device=cpu or device=auto on this machine")
+    if name not in ("cpu", "cuda"):
+        raise InputError("unknown device", value=name, expected="auto, cpu or cuda")
+    return name

@@ -42,7 +42,8 @@ class TrainingTask(Protocol):
     n_examples: int
 
     def build(self) -> torch.nn.Module:
-        """Create the module; called once, after the trainer has seeded torch."""
+        """Create the module; called once, after the trainer has seeded torch (it then moves it to the
+        configured device, and each batch with it through the batch's ``.to(device)``)."""
 
     def batch(self, index: np.ndarray, rng: np.random.Generator) -> Any:
         """The typed batch of examples ``index`` (int64[B]); ``rng`` draws negatives, augmentation."""
@@ -150,11 +151,14 @@ class Trainer:
     def _fit(self, task: TrainingTask, valid: Stage | Validation | None) -> TrainResult:
         import torch
 
+        from llm4rec.training.config import resolve_device
+
         opt = self.options
         t0 = time.perf_counter()
+        device = torch.device(resolve_device(opt.device))
         torch.manual_seed(opt.seed)
         rng = np.random.default_rng(opt.seed)
-        module = task.build()
+        module = task.build().to(device)
         optimizer = torch.optim.Adam(module.parameters(), lr=opt.lr, weight_decay=opt.l2)
         dp = opt.dp_noise_multiplier > 0
         trained, accountant = module, None
@@ -180,7 +184,7 @@ class Trainer:
                         accountant.step(noise_multiplier=opt.dp_noise_multiplier, sample_rate=sample_rate)
                         if len(index) == 0:  # a Poisson draw can be empty: no data, nothing to release
                             continue
-                    loss = task.loss(trained, task.batch(index, rng))
+                    loss = task.loss(trained, _to(task.batch(index, rng), device))
                     optimizer.zero_grad(set_to_none=True)
                     with warnings.catch_warnings():  # Opacus' hooks fire on outputs when no input needs grad
                         warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
@@ -237,6 +241,11 @@ class Trainer:
         order = rng.permutation(n)
         for start in range(0, n, bs):
             yield order[start:start + bs]
+
+
+def _to(batch: Any, device: Any) -> Any:
+    """The batch on ``device`` (typed batches have ``.to``; the move is skipped on the CPU)."""
+    return batch if device.type == "cpu" or not hasattr(batch, "to") else batch.to(device)
 
 
 def _ndcg(task: TrainingTask, stage: Stage, max_users: int, seed: int) -> Validation:

@@ -19,9 +19,9 @@ import scipy.sparse as sp
 
 from llm4rec.data import Dataset, Stage
 from llm4rec.errors import InputError
-from llm4rec.ranking import topk
+from llm4rec.ranking import mask_seen, ndcg, top_hits
 
-__all__ = ["holdout", "holdout_ndcg"]
+__all__ = ["check_valid_stage", "holdout", "holdout_ndcg"]
 
 #: share of items whose interactions are held out by ``how="items"``
 ITEM_SHARE = 0.1
@@ -70,33 +70,45 @@ def holdout(dataset: Dataset, how: str, seed: int = 2026) -> tuple[Dataset, Stag
     return train, Stage("loo" if how == "last" else "cold", "valid", train, targets, users, candidates=candidates)
 
 
+def check_valid_stage(stage: Stage | None, data: Dataset) -> None:
+    """Refuse a validation stage that could leak test targets into training.
+
+    Early stopping may only look at a ``valid`` stage whose fit set is the
+    data being fitted: a test stage (its targets are what is reported) or a
+    stage built on another fit set is an InputError.
+    """
+    if stage is None:
+        return
+    if not isinstance(stage, Stage):
+        raise InputError("valid must be a Stage", value=type(stage).__name__, expected="split.stage('valid')")
+    if stage.name != "valid":
+        raise InputError(f"early stopping on a {stage.name!r} stage would tune on the targets that are reported",
+                         value=stage.name, expected="a validation stage: split.stage('valid'), fitting its .fit")
+    if stage.fit.fingerprint != data.fingerprint:
+        raise InputError("the validation stage was built on another fit set", value=stage.name,
+                         expected="a stage whose .fit is the dataset being fitted")
+
+
 def holdout_ndcg(score: Callable[[np.ndarray, np.ndarray | None], np.ndarray], stage: Stage, k: int,
                  budget: int = 1 << 24) -> float:
     """Mean NDCG@k over ``stage.users`` of ``score(users, candidates) -> float[B, C]``.
 
     Full ranking over all items (or ``stage.candidates``), the user's fit
-    items masked, top-k by :func:`~llm4rec.ranking.topk`; users are scored in
-    batches of ``budget // C`` rows. Stages with sampled negatives are not
-    supported (a hold-out never has them).
+    items masked, top-k and NDCG by :mod:`llm4rec.ranking` (the evaluator's
+    own functions); users are scored in batches of ``budget // C`` rows.
+    Stages with sampled negatives are not supported (a hold-out never has them).
     """
     if stage.negatives is not None:
         raise InputError("validation ranks all items", value=stage.protocol, expected="a full-ranking stage")
     users, cands = stage.users, stage.candidates
     n_cols = stage.fit.n_items if cands is None else len(cands)
     fit, targets = stage.fit.matrix(), stage.targets
-    if cands is not None:
-        fit, targets = fit[:, cands], targets[:, cands]
-    discounts = 1.0 / np.log2(np.arange(k) + 2.0)  # (k,)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])  # ideal DCG by number of targets
     batch = max(1, budget // max(1, n_cols))
     total = 0.0
     for start in range(0, len(users), batch):
         ub = users[start:start + batch]
-        scores = np.array(score(ub, cands), dtype=np.float32)  # (B, C) fresh copy
-        scores[fit[ub].nonzero()] = -np.inf
-        top = topk(scores, k)  # (B, k) column positions, -1 padded
-        relevant = targets[ub].toarray() > 0  # (B, C)
-        hits = np.take_along_axis(relevant, np.maximum(top, 0), 1) & (top >= 0)  # (B, k)
-        dcg = (hits * discounts[: hits.shape[1]]).sum(1)
-        total += float((dcg / ideal[np.minimum(relevant.sum(1), k)]).sum())
+        scores = mask_seen(np.array(score(ub, cands), dtype=np.float32), fit[ub], cands)  # (B, C) fresh copy
+        hits, _ = top_hits(scores, targets[ub], k, cands)
+        tgt = targets[ub] if cands is None else targets[ub][:, cands]  # targets among the ranked items
+        total += float(ndcg(hits, np.diff(tgt.indptr), k).sum())
     return total / max(1, len(users))

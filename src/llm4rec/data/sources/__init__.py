@@ -85,7 +85,7 @@ def detect_format(path: str | Path) -> str:
         if path.suffix in TABLE_SUFFIXES:
             return "csv"
     raise InputError("cannot tell the dataset format", path=path, expected=_LOOKED_FOR,
-                     hint=f"Pass format= one of {list(_LOADERS)}.")
+                     hint=f"Choose one with format= / --format: {', '.join(_LOADERS)}.")
 
 
 def load_dataset(path: str | Path, format: str = "auto", **options: Any) -> Dataset:

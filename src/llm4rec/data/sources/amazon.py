@@ -9,8 +9,10 @@
   ``categories`` (a list of category paths, each a list of str). Item
   attributes are ``title`` and ``categories``, the paths joined as
   ``"Beauty > Makeup > Nails; Beauty > Skin"``; both are text fields. Other
-  keys (``p5_item_id``) are kept as columns. Without the file the dataset has
-  no item attributes.
+  keys (``p5_item_id``) are kept as columns. Every item of the file is in the
+  item vocabulary with its attributes, even one no user bought yet (see
+  ``Dataset.interacted_items``). Without the file the dataset has no item
+  attributes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _TEXT_FIELDS = ("title", "categories")
 
 def load_amazon(path: str | Path, *, items_file: str = "items.jsonl", name: str | None = None) -> Dataset:
     """Load ``<dir>/sequences.txt`` (or a sequences file given directly) and its item file.
+
+    Items of the item file that no sequence holds are kept (see the module docstring).
 
     Args:
         path: the dataset directory, or its sequences file.
@@ -61,7 +65,7 @@ def _read_sequences(path: Path) -> pl.DataFrame:
              .with_columns(pl.col("text").str.extract_all(r"\S+").alias("tokens"))
              .filter(pl.col("tokens").list.len() > 0))
     if lines.height == 0:
-        raise InputError("empty file", path=path, expected="lines 'user_id item_1 ... item_n'")
+        raise InputError("empty file", path=path, expected="at least one line 'user_id item_1 ... item_n'")
     short = lines.filter(pl.col("tokens").list.len() < 2)
     if short.height:
         raise InputError("a user without items", path=path, line=int(short.get_column("_line")[0]),

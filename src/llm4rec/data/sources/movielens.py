@@ -26,6 +26,10 @@ and ``genres`` (space-joined names, as RecBole writes them: no MovieLens genre
 name holds a space; a movie without genres gets null), plus
 ``release_date`` and ``imdb_url`` for 100K. Titles are kept as GroupLens wrote
 them (``"Usual Suspects, The"``). ``text_fields`` is ``("title", "genres")``.
+Every movie of the item file (``u.item``, ``movies.dat``, ``movies.csv``) is in
+the item vocabulary with its attributes, rated or not: a sample of the ratings
+(``ratings_first10_per_user.dat``) keeps the whole catalogue, and
+``Dataset.interacted_items`` lists the rated ones.
 User attributes (100K and 1M): ``age``, ``gender``, ``occupation`` (1M's codes
 mapped to their names, as 100K writes them) and ``zip_code``; 1M's age is the
 code of its range (1 = under 18, 18 = 18-24, ..., 56 = 56+).
@@ -77,6 +81,9 @@ def load_movielens(
 ) -> Dataset:
     """Load a MovieLens release from its directory or from its ratings file.
 
+    Movies of the item file without ratings are kept (see the module
+    docstring); users of the user file without ratings are dropped.
+
     Args:
         path: the release directory (``ml-100k/``, ``ml-1m/``, ``ml-latest-small/``)
             or a ratings file inside it; side files are looked for beside it.
@@ -100,8 +107,8 @@ def load_movielens(
     ratings = require_file(ratings, "MovieLens ratings file")
     name = name or folder.resolve().name
     if tags and ratings.suffix != ".csv":
-        raise InputError("tags=True is for ml-latest (ratings.csv + tags.csv)", path=ratings,
-                         expected="tags=False for the 100K, 1M and 10M layouts")
+        raise InputError("tags (tags=True / --tags) are for ml-latest (ratings.csv + tags.csv)", path=ratings,
+                         expected="no tags for the 100K, 1M and 10M layouts")
     if ratings.suffix == ".csv":
         inter, items, users = _latest(folder, ratings, encoding, tags)
     elif ratings.suffix == ".dat":
@@ -119,7 +126,8 @@ def _standard_ratings(folder: Path) -> Path:
             return folder / candidate
     others = sorted(p.name for p in folder.iterdir()
                     if p.is_file() and p.suffix in (".dat", ".csv") and p.name not in _SIDE_FILES)
-    hint = f"Found {others}; pass ratings_file='{others[0]}'." if others else None
+    hint = (f"Found {others}; choose one with ratings_file='{others[0]}' / --ratings-file {others[0]}."
+            if others else None)
     raise InputError("no MovieLens ratings file in the directory", path=folder,
                      expected="u.data (100K), ratings.dat (1M/10M) or ratings.csv (ml-latest)", hint=hint)
 
@@ -187,7 +195,7 @@ def _latest(folder: Path, ratings: Path, encoding: str | None, tags: bool
         if tags:
             items = items.join(_tags(folder / "tags.csv", encoding), on="item_id", how="left")
     elif tags:
-        raise InputError("tags=True needs movies.csv beside the ratings", path=folder / "movies.csv",
+        raise InputError("tags (tags=True / --tags) need movies.csv beside the ratings", path=folder / "movies.csv",
                          expected="an existing file")
     return inter, items, None
 
@@ -223,7 +231,8 @@ def _decode(path: Path, encoding: str | None) -> str:
             return data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as exc:
             raise InputError(f"cannot decode the file as {encoding}: {exc}", path=path,
-                             expected="encoding='utf-8' or 'latin-1'") from None
+                             expected="text in the encoding chosen with encoding= / --encoding, "
+                                      "e.g. 'utf-8' or 'latin-1'") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -249,7 +258,7 @@ def _read_fields(path: Path, sep: str, columns: list[str], *, encoding: str | No
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if not text.strip():
-        raise InputError("empty file", path=path, expected=f"lines of {sep.join(columns)}")
+        raise InputError("empty file", path=path, expected=f"at least one line of {sep.join(columns)}")
     polars_sep = sep
     if len(sep) > 1:  # polars splits on one byte: stand in a character the file lacks
         polars_sep = next((c for c in "\t\x1f\x1e\x1d" if c not in text), "")
@@ -306,7 +315,8 @@ def _read_csv(path: Path, columns: dict[str, str], encoding: str | None) -> pl.D
     path = require_file(path)
     text = _decode(path, encoding)
     if not text.strip():
-        raise InputError("empty file", path=path, line=1, expected="a header " + ",".join(columns))
+        raise InputError("empty file", path=path, line=1,
+                         expected=f"a header line {','.join(columns)} and at least one data row")
     try:
         df = pl.read_csv(text.encode("utf-8"), infer_schema=False)
     except pl.exceptions.ComputeError as exc:
@@ -322,6 +332,9 @@ def _read_csv(path: Path, columns: dict[str, str], encoding: str | None) -> pl.D
     df = df.with_row_index("_line", offset=2).select(
         "_line", *[pl.col(k).alias(v) for k, v in columns.items()])
     df = df.filter(~pl.all_horizontal(pl.col(c).is_null() for c in columns.values()))
+    if df.height == 0:
+        raise InputError("no data rows under the header", path=path, line=2,
+                         expected=f"a header line {','.join(columns)} and at least one data row")
     for column, renamed in columns.items():
         missing = df.filter(pl.col(renamed).is_null())
         if missing.height:

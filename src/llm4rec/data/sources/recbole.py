@@ -4,7 +4,9 @@ Tab separated, UTF-8, with a typed header ``field:type`` where type is one of
 ``token``, ``token_seq`` (space-separated tokens), ``float``, ``float_seq``.
 The interaction file needs ``user_id`` and ``item_id`` fields; ``rating`` and
 ``timestamp`` are used when present. ``token_seq`` fields of the item file are
-kept as text (titles, genres) and listed as the dataset's text fields.
+kept as text (titles, genres) and listed as the dataset's text fields. Every
+item of the ``.item`` file is in the item vocabulary, with its attributes, even
+one without any interaction yet (see ``Dataset.interacted_items``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ def read_atomic(path: str | Path) -> tuple[pl.DataFrame, dict[str, str]]:
     with path.open("r", encoding="utf-8", errors="strict") as fh:
         header = fh.readline().rstrip("\r\n")
     if not header:
-        raise InputError("empty file", path=path, line=1, expected="a typed header 'field:type<TAB>...'")
+        raise InputError("empty file", path=path, line=1,
+                         expected="a typed header 'field:type<TAB>...' and at least one data row")
+    with path.open("rb") as fh:
+        fh.readline()
+        has_rows = any(line.strip() for line in fh)  # stops at the first data row
+    if not has_rows:
+        raise InputError("no data rows under the header", path=path, line=2,
+                         expected="a typed header line and at least one data row")
     fields: dict[str, str] = {}
     for col, spec in enumerate(header.split("\t"), start=1):
         name, sep, typ = spec.rpartition(":")
@@ -51,7 +60,11 @@ def read_atomic(path: str | Path) -> tuple[pl.DataFrame, dict[str, str]]:
 
 
 def load_recbole(path: str | Path, *, name: str | None = None) -> Dataset:
-    """Load ``<dir>/<name>.inter`` (or an explicit ``.inter`` path) with its side files."""
+    """Load ``<dir>/<name>.inter`` (or an explicit ``.inter`` path) with its side files.
+
+    Items of ``<name>.item`` without interactions are kept (see the module
+    docstring); users of ``<name>.user`` without interactions are dropped.
+    """
     path = Path(path)
     if path.is_dir():
         inters = sorted(path.glob("*.inter"))

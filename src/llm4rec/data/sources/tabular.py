@@ -9,7 +9,10 @@ the dataset stores epoch seconds. Delimited files need a header line; the
 separator comes from the extension (``.csv`` comma, ``.tsv``/``.tab`` tab) or,
 for other names, from the header line. Item and user attribute tables load
 from ``items_path`` / ``users_path`` (same formats), keyed by ``item_key`` /
-``user_key``.
+``user_key``. Every item of the item table is in the item vocabulary with its
+attributes, even one without interactions yet (see
+``Dataset.interacted_items``); users of the user table without interactions
+are dropped. Every file needs at least one data row.
 
 A directory written by :func:`llm4rec.data.export.save_dataset` (csv or
 parquet) loads whole: ``interactions.<ext>``, ``items.<ext>`` and
@@ -37,6 +40,9 @@ RATING_NAMES = ("rating", "score")
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".tab")
 _SNIFF = ("\t", ",", ";", "|")
 AUTO = "auto"
+_ROWS = "a header line and at least one data row"
+# What each column option looks for, for error messages.
+_ROLES = {"user_col": "user id", "item_col": "item id", "timestamp_col": "timestamp", "rating_col": "rating"}
 
 
 def load_table(
@@ -62,7 +68,8 @@ def load_table(
         timestamp_col, rating_col: the column to use, ``"auto"`` to look for the
             usual names, or ``None`` for none (the row order is then the time order).
         separator: field separator of a delimited file; default from the extension or header.
-        items_path, users_path: attribute tables (any format above).
+        items_path, users_path: attribute tables (any format above); every
+            item of the item table is kept, with or without interactions.
         item_key, user_key: their id column; default ``item_col`` / ``user_col``.
         text_columns: item attribute columns that hold text; default: those
             listed in an exported directory's ``dataset.json``, else none.
@@ -75,11 +82,11 @@ def load_table(
         name = name or meta.get("name") or folder.name
         if text_columns is None:
             text_columns = meta.get("text_fields", ())
-    frame = read_table(path, separator=separator)
-    items = None if items_path is None else _attrs(read_table(items_path, separator=separator),
-                                                   item_key or item_col, "item_id", items_path)
-    users = None if users_path is None else _attrs(read_table(users_path, separator=separator),
-                                                   user_key or user_col, "user_id", users_path)
+    frame = read_table(path, separator=separator, what="interactions")
+    items = None if items_path is None else _attrs(read_table(items_path, separator=separator, what="items"),
+                                                   item_key or item_col, "item_id", items_path, "item_key")
+    users = None if users_path is None else _attrs(read_table(users_path, separator=separator, what="users"),
+                                                   user_key or user_col, "user_id", users_path, "user_key")
     return _build(frame, source=path, line_offset=None if path.suffix == ".parquet" else 2,
                   user_col=user_col, item_col=item_col, timestamp_col=timestamp_col, rating_col=rating_col,
                   item_attrs=items, user_attrs=users, text_columns=tuple(text_columns or ()),
@@ -102,42 +109,53 @@ def from_dataframe(
 ) -> Dataset:
     """Build a dataset from a pandas or polars DataFrame with the same mapping as :func:`load_table`.
 
-    ``items`` / ``users`` are attribute DataFrames. Errors name the 0-based row.
+    ``items`` / ``users`` are attribute DataFrames; every item of ``items`` is
+    kept, with or without interactions. Errors name the 0-based row.
     """
     item_attrs = None if items is None else _attrs(_to_polars(items), item_key or item_col, "item_id",
-                                                   "<items DataFrame>")
+                                                   "<items DataFrame>", "item_key")
     user_attrs = None if users is None else _attrs(_to_polars(users), user_key or user_col, "user_id",
-                                                   "<users DataFrame>")
+                                                   "<users DataFrame>", "user_key")
     return _build(_to_polars(frame), source="<DataFrame>", line_offset=None, user_col=user_col,
                   item_col=item_col, timestamp_col=timestamp_col, rating_col=rating_col, item_attrs=item_attrs,
                   user_attrs=user_attrs, text_columns=tuple(text_columns), name=name)
 
 
-def read_table(path: str | Path, *, separator: str | None = None) -> pl.DataFrame:
+def read_table(path: str | Path, *, separator: str | None = None, what: str = "data rows") -> pl.DataFrame:
     """Read a Parquet file, or a delimited file with a header as string columns.
 
-    Row ``r`` of a delimited file is line ``r + 2`` (blank lines read as rows of nulls).
+    Row ``r`` of a delimited file is line ``r + 2`` (blank lines read as rows
+    of nulls). A file without a data row (empty, only a header, a Parquet
+    table of zero rows) is an InputError naming it and saying it has no
+    ``what`` (``"interactions"``, ``"items"``, ...).
     """
     path = require_file(path, "table")
     if path.suffix == ".parquet":
         try:
-            return pl.read_parquet(path)
+            table = pl.read_parquet(path)
         except (pl.exceptions.ComputeError, OSError) as exc:
             raise InputError(f"cannot read the Parquet file: {str(exc).splitlines()[0]}", path=path,
                              expected="a Parquet file") from None
+        if table.height == 0:
+            raise InputError(f"no {what} in the Parquet table", path=path,
+                             expected=f"a table with at least one row (its columns are {table.columns})")
+        return table
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise InputError("not UTF-8 text", path=path, line=line, expected="a UTF-8 file") from None
     if not text.strip():
-        raise InputError("empty file", path=path, line=1, expected="a header line, then one row per interaction")
+        raise InputError("empty file", path=path, line=1, expected=_ROWS)
     separator = separator or _separator(path, text)
     try:
-        return pl.read_csv(text.encode("utf-8"), separator=separator, infer_schema=False)
+        table = pl.read_csv(text.encode("utf-8"), separator=separator, infer_schema=False)
     except pl.exceptions.ComputeError as exc:
         raise InputError(f"cannot parse the file: {str(exc).splitlines()[0]}", path=path,
                          expected=f"fields separated by {separator!r} under a header") from None
+    if not table.select(pl.all_horizontal(pl.all().is_null()).not_().any()).item():  # blank lines read as nulls
+        raise InputError(f"no {what} under the header", path=path, line=2, expected=_ROWS)
+    return table
 
 
 def _separator(path: Path, text: str) -> str:
@@ -184,20 +202,20 @@ def _build(frame: pl.DataFrame, *, source: str | Path, line_offset: int | None, 
     ``None`` names rows instead (Parquet, DataFrames). Blank rows are skipped.
     """
 
-    def fail(problem: str, row: int | None, column: str, value: object = None, expected: str | None = None
+    def fail(problem: str, row: int, column: str, value: object = None, expected: str | None = None
              ) -> InputError:
-        if row is not None and line_offset is None:
+        if line_offset is None:
             problem = f"row {row}: {problem}"
-        line = None if row is None or line_offset is None else row + line_offset
+        line = None if line_offset is None else row + line_offset
         return InputError(problem, path=source, line=line, column=column, value=value, expected=expected)
 
     def column(option: str, wanted: str) -> str:
         if wanted not in frame.columns:
-            hint = ""
+            hint = None
             if len(frame.columns) == 1 and any(s in frame.columns[0] for s in _SNIFF + (":",)):
-                hint = "; a single column: is the separator right?"
-            raise fail(f"missing {option} column", None, wanted,
-                       expected=f"one of the columns {frame.columns}{hint}")
+                hint = "The table has a single column: is the separator right (separator= / --separator)?"
+            raise InputError(f"no {_ROLES[option]} column", path=source, column=wanted,
+                             expected=f"a column {wanted!r} among {frame.columns}; {_choose(option)}", hint=hint)
         return wanted
 
     def optional(option: str, wanted: str | None, names: tuple[str, ...]) -> str | None:
@@ -214,8 +232,8 @@ def _build(frame: pl.DataFrame, *, source: str | Path, line_offset: int | None, 
           .with_row_index("_row")
           .filter(~pl.all_horizontal(pl.col(k).is_null() for k in mapping)))
     if df.height == 0:
-        raise InputError("no interactions", path=source, expected="at least one row"
-                         + (" under the header" if line_offset else ""))
+        ids = f"{mapping['user_id']!r} and an {mapping['item_id']!r}"
+        raise InputError("no interactions", path=source, expected=f"at least one row with a {ids} value")
     for key in mapping:
         missing = df.filter(pl.col(key).is_null())
         if missing.height:
@@ -229,9 +247,10 @@ def _build(frame: pl.DataFrame, *, source: str | Path, line_offset: int | None, 
                     "a numeric rating", fail)
     for text in text_columns:
         if item_attrs is None or text not in item_attrs.columns:
+            where = ("an item table (items_path= / --items-path) with that column" if item_attrs is None
+                     else f"one of the item table's columns {item_attrs.columns[1:]}")
             raise InputError("text column not in the item table", path=source, column=text,
-                             expected="a column of the item attributes"
-                             + ("" if item_attrs is None else f" {item_attrs.columns[1:]}"))
+                             expected=f"{where}; {_choose('text_columns')}")
     return Dataset.from_frame(df.drop("_row"), name=name, item_attrs=item_attrs, user_attrs=user_attrs,
                               text_fields=text_columns, source=str(source))
 
@@ -282,10 +301,18 @@ def _iso_seconds(value: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def _attrs(table: pl.DataFrame, key: str, rename: str, source: str | Path) -> pl.DataFrame:
-    """The attribute table with its key column first, renamed ``item_id`` / ``user_id``, as text."""
+def _choose(option: str) -> str:
+    """How both a Python caller and a command-line user pick another column: ``user_col= / --user-col``."""
+    return f"choose another with {option}= / --{option.replace('_', '-')}"
+
+
+def _attrs(table: pl.DataFrame, key: str, rename: str, source: str | Path, option: str) -> pl.DataFrame:
+    """The attribute table with its key column first, renamed ``item_id`` / ``user_id``, as text.
+
+    ``option`` is the loader option that names the key column (``item_key``), for the error message.
+    """
     if key not in table.columns:
         raise InputError("attribute table lacks its key column", path=source, column=key,
-                         expected=f"one of the columns {table.columns}")
+                         expected=f"a column {key!r} among {table.columns}; {_choose(option)}")
     others = [c for c in table.columns if c != key and c != rename]
     return table.select(pl.col(key).cast(pl.Utf8).alias(rename), *others)
