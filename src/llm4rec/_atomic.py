@@ -100,6 +100,9 @@ def check_output_files(directory: str | Path, names: Iterable[str], *, overwrite
     probe = directory
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{option}: a part of the path is a file, not a directory", path=probe,
+                         expected="a directory path")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{option}: no permission to write here", path=probe, expected="a writable directory")
     return directory

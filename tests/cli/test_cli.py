@@ -7,16 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from llm4rec.cli.main import main
+from tests.cli._run import run
 
 JSON_KEYS = {"dataset", "protocol", "seed", "split_fingerprint", "model", "config", "metrics", "fit_seconds",
              "eval_seconds", "n_users_evaluated"}
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -92,7 +88,7 @@ def test_bad_options_are_one_paragraph_errors(capsys, ratings_csv, tmp_path, arg
 
 
 def test_evaluate_applies_a_saved_sasrec_text_model_to_another_dataset(capsys, ratings_csv, tmp_path):
-    """--model-path: zero-shot on another catalogue, --set epochs=N fine-tunes; ID-only models refuse."""
+    """--model-path with --set: zero-shot (epochs=0) or fine-tuned on another catalogue; ID-only models refuse."""
     from llm4rec.data import make_synthetic
     from llm4rec.data.export import save_dataset
     from llm4rec.models import create_model
@@ -101,14 +97,15 @@ def test_evaluate_applies_a_saved_sasrec_text_model_to_another_dataset(capsys, r
     small = {"dim": 16, "layers": 1, "max_len": 10, "epochs": 2, "cache_dir": cache}
     create_model("sasrec-text", small).fit(make_synthetic(n_users=80, n_items=60, seed=1)).save(tmp_path / "src")
     target = save_dataset(make_synthetic(n_users=80, n_items=60, seed=2), tmp_path / "other")
-    for extra, epochs in (([], 0), (["--set", "epochs=1"], 1)):
+    for epochs in (0, 1):
         code, out, _ = run(capsys, "evaluate", "--data", str(target), "--model-path", str(tmp_path / "src"),
-                           *extra, "--json", str(tmp_path / "t.json"))
-        rec = json.loads((tmp_path / "t.json").read_text())
+                           "--set", f"epochs={epochs}", "--json", str(tmp_path / f"t{epochs}.json"))
+        rec = json.loads((tmp_path / f"t{epochs}.json").read_text())
         assert code == 0 and "NDCG@10" in out and rec["model"] == "sasrec-text"
         assert rec["config"]["init_from"] == str(tmp_path / "src") and rec["config"]["epochs"] == epochs
     run(capsys, "evaluate", "--data", str(ratings_csv), "--model", "ease", "--save-model", str(tmp_path / "ease"))
-    code, _, err = run(capsys, "evaluate", "--data", str(target), "--model-path", str(tmp_path / "ease"))
+    code, _, err = run(capsys, "evaluate", "--data", str(target), "--model-path", str(tmp_path / "ease"),
+                       "--set", "epochs=1")
     assert code == 2 and "cannot be applied to another dataset" in err and "Traceback" not in err
     code, _, err = run(capsys, "evaluate", "--data", str(target))
     assert code == 2 and "--model NAME or --model-path DIR" in err

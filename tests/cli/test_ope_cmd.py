@@ -7,13 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from llm4rec.cli.main import main
+from tests.cli._run import run
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_logs(path, n_actions=4, seed=0, propensity=None, n=400):

@@ -6,13 +6,9 @@ import json
 
 import pytest
 
-from llm4rec.cli.main import main
+from tests.cli._run import run
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -88,10 +88,10 @@ class TestLLMRerank(RecommenderConformance):
         import numpy as np
 
         everything = np.arange(data.n_items)
-        np.testing.assert_allclose(fitted.score([1, 2], everything), fitted.score([1, 2]), rtol=1e-6)
+        np.testing.assert_allclose(fitted.score_indices([1, 2], everything), fitted.score_indices([1, 2]), rtol=1e-6)
         items = np.array([3, 0, 7])
-        first = fitted.first_stage_.score([1, 2], items)
-        sub = fitted.score([1, 2], items)
+        first = fitted.first_stage_.score_indices([1, 2], items)
+        sub = fitted.score_indices([1, 2], items)
         seen = data.matrix()[[1, 2]][:, items].toarray() > 0
         for r in range(2):
             masked = np.where(seen[r], -np.inf, first[r])

@@ -20,7 +20,7 @@ def test_weights_equal_the_closed_form(l2):
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
     np.testing.assert_allclose(model.weights_, b, atol=1e-6)
-    np.testing.assert_allclose(model.score([0, 1]), x[:2] @ b, atol=1e-5)
+    np.testing.assert_allclose(model.score_indices(np.array([0, 1])), x[:2] @ b, atol=1e-5)
 
 
 def test_mirror_lower_in_blocks():

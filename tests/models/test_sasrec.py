@@ -1,8 +1,7 @@
-"""sasrec: a deterministic next-item rule is learned, losses, attention explanations, settings."""
+"""sasrec: a deterministic next-item rule is learned, losses, validation stages, attention explanations, settings."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from llm4rec.data import make_split
@@ -16,14 +15,25 @@ FAST = {"dim": 32, "layers": 1, "max_len": 20, "epochs": 30, "lr": 0.005, "batch
 
 
 @pytest.fixture(scope="module")
-def stage():
+def split():
     """P-LOO on users walking a fixed cycle of 60 items: the next item is a function of the last."""
-    return make_split(cycle_chain(), "loo").stage("test")
+    return make_split(cycle_chain(), "loo")
+
+
+@pytest.fixture(scope="module")
+def stage(split):
+    return split.stage("test")
 
 
 @pytest.fixture(scope="module")
 def model(stage):
     return create_model("sasrec", FAST).fit(stage.fit)
+
+
+def cycle_successor(data) -> dict[str, str]:
+    """The chain's rule as item ids: the item that follows each item in the users' walks."""
+    seqs = data.sequences()
+    return {data.items.token(int(a)): data.items.token(int(b)) for s in seqs for a, b in zip(s[:-1], s[1:])}
 
 
 def test_a_deterministic_next_item_rule_is_learned_to_near_perfect_hr(model, stage):
@@ -34,26 +44,63 @@ def test_a_deterministic_next_item_rule_is_learned_to_near_perfect_hr(model, sta
     assert model.train_summary_["monitor"] == "valid_NDCG@10"
 
 
+def test_a_new_users_history_is_continued_by_the_rule(model, stage):
+    """A walk the model never saw, given by item ids: the top item is the next one on the cycle."""
+    follows = cycle_successor(stage.fit)
+    walk = ["0"]
+    for _ in range(6):
+        walk.append(follows[walk[-1]])
+    rec = model.recommend(histories=[walk[:-1], walk[:3]], k=1)
+    assert rec.items[:, 0].tolist() == [walk[-1], walk[3]]
+
+
 @pytest.mark.parametrize("loss", ["bce", "softmax"])
 def test_sampled_losses_learn_the_rule_too(stage, loss):
     model = create_model("sasrec", {**FAST, "loss": loss, "negatives": 20, "epochs": 40}).fit(stage.fit)
     assert evaluate(model, stage).metrics["HR@10"] >= 0.8
 
 
+def test_early_stopping_takes_a_valid_stage_and_refuses_the_test_stage(split, stage):
+    with pytest.raises(InputError, match="would tune on the targets that are reported"):
+        create_model("sasrec", FAST).fit(stage.fit, valid=stage)
+    valid = split.stage("valid")
+    model = create_model("sasrec", {**FAST, "epochs": 8}).fit(valid.fit, valid=valid)
+    summary = model.train_summary_
+    assert summary["monitor"] == "valid_NDCG@10" and 1 <= summary["best_epoch"] <= 8
+    # the given stage is what was monitored, and its best epoch's weights are what the model keeps
+    assert evaluate(model, valid).metrics["NDCG@10"] == pytest.approx(summary["best_value"], abs=1e-6)
+
+
 def test_attention_explanation_points_at_history_positions(model, stage):
-    user = 5
-    hist = model.history_items_[user]
-    hist = hist[hist >= 0]
-    weights = model.attention(user)
-    assert weights.shape == hist.shape and weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
-    item = int(model.recommend([user], k=1)[0][0, 0])
+    user = stage.fit.users.token(5)
+    hist = stage.fit.items.token(stage.fit.sequences()[5][-FAST["max_len"]:].tolist())
+    item = model.recommend([user], k=1).items[0, 0]
+    every = model.explain(user, item, top=len(hist))  # the rollout over the whole (read) history sums to 1
+    assert sum(b["weight"] for b in every["because"]) == pytest.approx(1.0, abs=1e-4)
     out = model.explain(user, item)
-    assert 1 <= len(out["because"]) <= 3 and out["item"] == item
+    assert 1 <= len(out["because"]) <= 3 and out["item"] == item and out["user"] == user
     got = [b["weight"] for b in out["because"]]
-    assert got == sorted(got, reverse=True) and got[0] == pytest.approx(weights.max(), abs=1e-6)
+    assert got == sorted(got, reverse=True) and got == [b["weight"] for b in every["because"][:len(got)]]
     for entry in out["because"]:  # position 1 = the most recent item
         assert hist[len(hist) - entry["position"]] == entry["item"]
     assert out["because"][0]["label"] in out["text"]
+    assert out["score"] == pytest.approx(float(model.score([user], items=[item])[0, 0]), rel=1e-5)
+
+
+def test_a_new_user_is_explained_from_their_history(model, stage):
+    """By history, no user id: the same explanation as a known user with that very history."""
+    user = stage.fit.users.token(7)
+    hist = stage.fit.items.token(stage.fit.sequences()[7].tolist())
+    item = model.recommend([user], k=1).items[0, 0]
+    known, new = model.explain(user, item), model.explain(history=hist, item=item)
+    assert new["user"] is None and new["because"]
+    assert {b["item"] for b in new["because"]} <= set(hist)
+    assert [(b["item"], b["position"]) for b in new["because"]] == \
+        [(b["item"], b["position"]) for b in known["because"]]
+    assert new["score"] == pytest.approx(known["score"], rel=1e-5)
+    walk = hist[-3:]  # a short new history: positions count back from its own last item
+    short = model.explain(history=walk, item=item, top=3)
+    assert sorted(b["position"] for b in short["because"]) == list(range(1, len(short["because"]) + 1))
 
 
 def test_the_contrastive_auxiliary_loss_keeps_the_rule_learnable(stage):
@@ -65,10 +112,11 @@ def test_the_contrastive_loss_finds_each_views_twin():
     """Identical views of distinct sequences at a low temperature: InfoNCE near 0; swapped twins: large."""
     import torch
 
-    from llm4rec.models.sasrec import SASRecConfig, _build_net, _contrastive
+    from llm4rec.models.sasrec import _contrastive
+    from llm4rec.nn.sasrec_net import SASRecNet, SASRecNetConfig
 
     torch.manual_seed(0)
-    net = _build_net(SASRecConfig(dim=32, layers=1, max_len=10, dropout=0.0), n_items=50).eval()
+    net = SASRecNet(SASRecNetConfig(n_items=50, max_len=10, dim=32, layers=1, dropout=0.0)).eval()
     seqs = torch.arange(1, 41).reshape(8, 5)  # 8 sequences without shared items
     with torch.no_grad():
         same = _contrastive(net, (seqs, seqs), temperature=0.01)
@@ -85,6 +133,16 @@ def test_settings_are_checked(stage):
         create_model("sasrec", {"augment": "none"})
     with pytest.raises(InputError, match="DP-SGD"):
         create_model("sasrec", {**FAST, "contrastive": 0.1, "dp_noise_multiplier": 1.0}).fit(stage.fit)
+
+
+def test_cuda_without_a_cuda_device_is_a_clear_error(stage):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(InputError, match="device='cuda' but torch sees no CUDA device") as info:
+        create_model("sasrec", {**FAST, "epochs": 1, "device": "cuda"}).fit(stage.fit)
+    assert "device=cpu" in str(info.value)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Semantic IDs: k-means, residual quantisation, collision codes, the prefix trie."""
+"""Semantic IDs: k-means, residual quantisation and its saved quantiser, collision codes, the prefix trie."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import pytest
 import scipy.sparse as sp
 
 from llm4rec.errors import InputError
-from llm4rec.models.semantic_ids import CodeTrie, kmeans, resolve_collisions, residual_kmeans, rqvae
+from llm4rec.models.semantic_ids import (
+    CodeTrie,
+    ResidualQuantizer,
+    kmeans,
+    next_collision_codes,
+    resolve_collisions,
+    residual_kmeans,
+    rqvae,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +39,44 @@ def test_kmeans_finds_planted_clusters_and_is_seeded(emb):
 @pytest.mark.parametrize("quantise", [residual_kmeans, rqvae])
 def test_codes_are_unique_after_the_collision_code_and_stable_for_a_seed(emb, quantise):
     extra = {"epochs": 5} if quantise is rqvae else {}
-    codes = quantise(emb, levels=2, codebook=8, seed=1, **extra)
+    codes, _ = quantise(emb, levels=2, codebook=8, seed=1, **extra)
     assert codes.shape == (200, 2) and codes.dtype == np.int64 and codes.min() >= 0 and codes.max() < 8
     full = resolve_collisions(codes)
     assert full.shape == (200, 3) and len(np.unique(full, axis=0)) == 200
     np.testing.assert_array_equal(full[:, :2], codes)
-    np.testing.assert_array_equal(quantise(emb, levels=2, codebook=8, seed=1, **extra), codes)
+    np.testing.assert_array_equal(quantise(emb, levels=2, codebook=8, seed=1, **extra)[0], codes)
+
+
+@pytest.mark.parametrize("quantise", [residual_kmeans, rqvae])
+def test_the_quantiser_codes_the_fitted_items_as_fitted_and_round_trips(emb, quantise):
+    extra = {"epochs": 5} if quantise is rqvae else {}
+    codes, quantizer = quantise(emb, levels=2, codebook=8, seed=1, **extra)
+    np.testing.assert_array_equal(quantizer.codes(emb), codes)  # a new copy of an item gets its codes
+    again = ResidualQuantizer.from_arrays(quantizer.arrays())
+    np.testing.assert_array_equal(again.codes(emb[:7] * 3.0), codes[:7])  # the norm does not matter
+    assert len(again.layers) == (3 if quantise is rqvae else 0)
+
+
+def test_the_quantiser_takes_the_nearest_centroid_of_each_residual():
+    books = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.1, 0.0], [-0.2, 0.2]]], dtype=np.float32)
+    q = ResidualQuantizer(books)
+    # (0.8, 0.6): nearest (1, 0), residual (-0.2, 0.6) -> nearest (-0.2, 0.2); (0.6, 0.8): (0, 1), (0.6, -0.2)
+    np.testing.assert_array_equal(q.codes(np.array([[0.8, 0.6], [0.6, 0.8]])), [[0, 1], [1, 0]])
+    with pytest.raises(InputError, match="embeddings of another size"):
+        q.codes(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="do not fit together"):
+        ResidualQuantizer.from_arrays({"books": books, "weight0": np.ones((3, 5)), "bias0": np.ones(3)})
+
+
+def test_new_collision_codes_are_the_next_unused_under_each_prefix():
+    codes = np.array([[0, 0, 0], [0, 0, 2], [1, 0, 0]])
+    prefixes = np.array([[0, 0], [2, 2], [0, 0], [1, 0]])
+    np.testing.assert_array_equal(next_collision_codes(codes, prefixes), [3, 0, 4, 1])
+    assert next_collision_codes(codes, np.zeros((0, 2))).shape == (0,)
 
 
 def test_first_level_follows_the_planted_clusters(emb):
-    codes = residual_kmeans(emb, levels=2, codebook=8, seed=0)
+    codes, _ = residual_kmeans(emb, levels=2, codebook=8, seed=0)
     truth = np.arange(200) % 8
     assert len(np.unique(np.stack([truth, codes[:, 0]], 1), axis=0)) == 8  # a bijection
 

@@ -198,6 +198,21 @@ def test_neural_linear_on_a_fitted_model_learns_the_liked_parity():
     assert custom.item_features_.shape == (30, 2) and custom.select(None, np.arange(30), 2).items.shape == (2,)
 
 
+def test_neural_linear_reads_the_two_tower_item_vectors():
+    from llm4rec.models import create_model
+    from llm4rec.strategies.neural_linear import NeuralLinear, item_vectors
+    from llm4rec.testing.checkerboard import checkerboard
+
+    model = create_model("llm-two-tower", {"dim": 16, "hidden": 0, "negatives": 10, "batch_size": 32, "epochs": 2,
+                                           "valid": "none", "history": "others"}).fit(checkerboard())
+    policy = NeuralLinear.from_model(model, seed=3, propensity_samples=10)
+    assert policy.item_features_.shape == (30, 16) and item_vectors(model).dtype == np.float64
+    np.testing.assert_array_equal(policy.item_features_, model.item_vectors().astype(np.float64))
+    scores = model.score_indices([0])[0]  # the vectors are the model's own: a user's score is u . v_i
+    user = np.linalg.lstsq(model.item_vectors(), scores, rcond=None)[0]
+    np.testing.assert_allclose(model.item_vectors() @ user, scores, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("settings, match", [
     ({"model": "joint", "context_dim": 2}, "'model'"),
     ({"model": "disjoint"}, "context_dim >= 1"),

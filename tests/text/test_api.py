@@ -13,8 +13,8 @@ def test_public_surface():
     assert set(llm4rec.text.__all__) == {
         "ENCODERS", "E5Encoder", "EmbeddingCache", "HFEncoder", "OnnxEncoder", "SentenceTransformerEncoder",
         "Template", "TextEncoder", "default_cache_dir", "default_item_template", "default_user_template",
-        "encode_cached", "get_encoder", "item_embeddings", "item_texts", "item_titles", "scrub_pii",
-        "user_embeddings", "user_texts"}
+        "encode_cached", "encode_table", "get_encoder", "item_embeddings", "item_template", "item_texts",
+        "item_titles", "scrub_pii", "table_texts", "text_encoder", "user_embeddings", "user_texts"}
     assert set(llm4rec.text.ENCODERS) == {"minilm", "minilm-int8", "e5-multilingual"}
 
 

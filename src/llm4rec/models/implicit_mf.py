@@ -119,8 +119,6 @@ class BPR(_ImplicitMF):
         negatives are hashed from (seed, step, history item, position), so a
         history folds in the same alone or in a batch.
         """
-        from llm4rec._random import hash64
-
         import scipy.sparse as sp
 
         from llm4rec._random import hash64

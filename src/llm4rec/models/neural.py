@@ -127,6 +127,14 @@ class NeuralRecommender(Recommender):
         return {**self._extra_state(), **module_arrays(self.net_)}
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        import warnings
+
+        import torch
+
+        if self.config.device == "cuda" and not torch.cuda.is_available():  # trained on a GPU, served on CPUs
+            warnings.warn("this model was saved with device='cuda' and no CUDA device is here: it loads on the CPU",
+                          stacklevel=3)
+            self.config = self.config.model_copy(update={"device": "cpu"})
         self._set_extra_state(arrays)
         net = self._build(arrays)
         net.load_state_dict(module_weights(arrays))

@@ -50,14 +50,14 @@ def transfer_settings(path: str | Path) -> tuple[str, dict[str, Any]]:
     """
     import json
 
+    from llm4rec.models.bundle import read_manifest
+
     path = Path(path)
-    meta_path = path / "config.json"
-    if not meta_path.exists():
-        raise InputError("not a saved model directory", path=path, expected="config.json and arrays.npz")
-    meta = json.loads(meta_path.read_text())
+    read_manifest(path)  # a whole, unmodified bundle of a known format, or a clear error
+    meta = json.loads((path / "config.json").read_text())
     name = meta.get("model", "?")
     if "init_from" not in model_class(name).Config.model_fields:
-        raise InputError("this saved model cannot be applied to another dataset's items", path=meta_path,
+        raise InputError("this saved model cannot be applied to another dataset's items", path=path,
                          value=name, expected="a model that knows items by their text: sasrec-text")
     settings = {k: v for k, v in meta["config"].items() if k not in ("seed", "run_dir")}
     return name, {**settings, "init_from": str(path), "epochs": 0}

