@@ -121,6 +121,12 @@ def fold_in(args) -> None:
     merge("fold_in", out)
 
 
+def previous_runs(key: str) -> list[dict]:
+    """The add-items runs already in the results file for ``key``, so more seeds add to them."""
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    return list(results.get("add_items", {}).get(key, {}).get("runs", []))
+
+
 def add_items(args) -> None:
     from llm4rec.data import make_split
     from llm4rec.evaluation.experiment import run_experiment
@@ -133,8 +139,10 @@ def add_items(args) -> None:
     out = {}
     for name in args.models.split(","):
         seeded = "seed" in model_class(name).Config.model_fields
-        runs = []
+        runs = previous_runs(f"{args.dataset}/{name}")
         for seed in (args.model_seeds if seeded else args.model_seeds[:1]):
+            if any(r["model_seed"] == (seed if seeded else None) for r in runs):
+                continue  # measured before (kept in the results file)
             settings = {"seed": seed} if seeded else {}
             t0 = time.perf_counter()
             protocol = run_experiment(ds, name, protocol="cold", split=split, settings=settings)

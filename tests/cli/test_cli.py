@@ -13,8 +13,6 @@ JSON_KEYS = {"dataset", "protocol", "seed", "split_fingerprint", "model", "confi
              "eval_seconds", "n_users_evaluated"}
 
 
-
-
 @pytest.fixture
 def ratings_csv(tmp_path):
     """A small CSV of 60 users with a planted two-group structure."""

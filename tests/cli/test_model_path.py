@@ -10,8 +10,6 @@ import pytest
 from tests.cli._run import run
 
 
-
-
 @pytest.fixture
 def ratings_csv(tmp_path):
     rng = np.random.default_rng(0)

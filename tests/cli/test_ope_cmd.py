@@ -10,8 +10,6 @@ import pytest
 from tests.cli._run import run
 
 
-
-
 def write_logs(path, n_actions=4, seed=0, propensity=None, n=400):
     """A CSV of uniform-random logs over two positions (propensity 1/n_actions)."""
     rng = np.random.default_rng(seed)

@@ -11,10 +11,8 @@ import pytest
 
 import llm4rec.data.sources
 from llm4rec.cli._common import parse_settings
-from tests.cli._run import run
 from llm4rec.errors import InputError
-
-
+from tests.cli._run import run
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import llm4rec.evaluation.report as report
 from llm4rec.cli.main import main
+from llm4rec.evaluation import report
 
 
 def test_quickstart_chooses_on_the_validation_stage_and_reports_test_numbers(capsys, tmp_path, monkeypatch):

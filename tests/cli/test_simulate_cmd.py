@@ -9,8 +9,6 @@ import pytest
 from tests.cli._run import run
 
 
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from llm4rec.data import make_synthetic

@@ -16,8 +16,6 @@ from tests.cli._run import run
 LLM4REC = Path(sys.executable).with_name("llm4rec")  # the installed entry point of this environment
 
 
-
-
 def installed(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([str(LLM4REC), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})

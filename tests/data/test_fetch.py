@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from llm4rec.data.fetch import DATASETS, RemoteDataset, default_cache_dir, fetch, fetch_dataset
+from llm4rec.data.fetch import (
+    DATASETS,
+    RemoteDataset,
+    default_cache_dir,
+    fetch,
+    fetch_dataset,
+)
 from llm4rec.errors import InputError
 
 U_DATA = "".join(f"{u}\t{i}\t{(u + i) % 5 + 1}\t{881250949 + u * i}\n" for u in range(1, 40) for i in range(1, 60))

@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from llm4rec.errors import InputError
-from llm4rec.evaluation.beyond import auc, catalogue_coverage, intra_list_diversity, novelty
+from llm4rec.evaluation.beyond import (
+    auc,
+    catalogue_coverage,
+    intra_list_diversity,
+    novelty,
+)
 
 # --------------------------------------------------------------- references
 
@@ -87,7 +92,7 @@ def test_ild_known_answers():
 
 
 def test_ild_batches_users(monkeypatch):
-    import llm4rec.evaluation.beyond as beyond
+    from llm4rec.evaluation import beyond
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50, 8)).astype(np.float32)

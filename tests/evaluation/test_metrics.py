@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 from llm4rec.errors import InputError
 from llm4rec.evaluation.metrics import (
-    RANKING_METRICS, average_precision, hit_rate, mae, mrr, ndcg, precision, ranking_metric, recall, rmse,
+    RANKING_METRICS,
+    average_precision,
+    hit_rate,
+    mae,
+    mrr,
+    ndcg,
+    precision,
+    ranking_metric,
+    recall,
+    rmse,
 )
 
 # --------------------------------------------------------------- references

@@ -7,7 +7,12 @@ import pytest
 
 from llm4rec.data.logs import BanditLogs, load_bandit_logs
 from llm4rec.errors import InputError
-from llm4rec.evaluation.ope import ESTIMATORS, estimate_policy_value, off_policy_evaluation, parse_estimators
+from llm4rec.evaluation.ope import (
+    ESTIMATORS,
+    estimate_policy_value,
+    off_policy_evaluation,
+    parse_estimators,
+)
 
 N_ACTIONS, N_POSITIONS = 6, 2
 #: the environment: click probability of action a at position j

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import llm4rec.evaluation.report as report
+from llm4rec.evaluation import report
 from llm4rec.evaluation.report import comparison_figure, mean_interval
 from llm4rec.evaluation.simulation import plot_simulation, summarize
 

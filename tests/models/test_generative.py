@@ -67,7 +67,7 @@ def test_decoding_returns_only_real_unseen_items_without_repeats(which, request,
     beams = fitted.generate(users)
     beam = fitted.config.beam
     assert beams.items.shape == beams.scores.shape == (len(users), beam)
-    real = beams.items != None  # noqa: E711
+    real = beams.items != None
     top = np.full(real.shape, -1)
     top[real] = fitted.items_.index([str(i) for i in beams.items[real]])
     seen = stage.fit.matrix()

@@ -12,8 +12,8 @@ from llm4rec.models.semantic_ids import (
     ResidualQuantizer,
     kmeans,
     next_collision_codes,
-    resolve_collisions,
     residual_kmeans,
+    resolve_collisions,
     rqvae,
 )
 

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from llm4rec.nn import apr_loss, bce_loss, bpr_loss, fgsm_delta, mse_loss, sampled_softmax_loss
+from llm4rec.nn import (
+    apr_loss,
+    bce_loss,
+    bpr_loss,
+    fgsm_delta,
+    mse_loss,
+    sampled_softmax_loss,
+)
 
 
 def sp(x: float) -> float:  # softplus

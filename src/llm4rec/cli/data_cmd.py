@@ -86,8 +86,15 @@ def load_with_spinner(path: Path, fmt: str, **given: Any) -> Dataset:
     """
     import inspect
 
-    from llm4rec.data.sources import FORMATS, detect_format, load_amazon, load_dataset, load_movielens, \
-        load_recbole, load_table
+    from llm4rec.data.sources import (
+        FORMATS,
+        detect_format,
+        load_amazon,
+        load_dataset,
+        load_movielens,
+        load_recbole,
+        load_table,
+    )
 
     options = _loader_options(given)
     if options:

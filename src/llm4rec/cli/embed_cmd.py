@@ -42,8 +42,14 @@ def embed_command(
 
     from llm4rec._atomic import atomic_dir
     from llm4rec.errors import InputError
-    from llm4rec.text import (Template, default_cache_dir, default_item_template, encode_cached, get_encoder,
-                              item_texts)
+    from llm4rec.text import (
+        Template,
+        default_cache_dir,
+        default_item_template,
+        encode_cached,
+        get_encoder,
+        item_texts,
+    )
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
         raise InputError("output path exists and is not an embedding directory", path=out,

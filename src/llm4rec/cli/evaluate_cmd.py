@@ -7,8 +7,15 @@ from pathlib import Path
 
 import typer
 
-from llm4rec.cli._common import (OVERWRITE_HELP, StepReporter, check_output_file, console, data_report_line,
-                                 parse_settings, progress_bar)
+from llm4rec.cli._common import (
+    OVERWRITE_HELP,
+    StepReporter,
+    check_output_file,
+    console,
+    data_report_line,
+    parse_settings,
+    progress_bar,
+)
 from llm4rec.cli.data_cmd import FORMAT_HELP, LoadOptions, load_with_spinner
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from llm4rec.cli._common import OVERWRITE_HELP, StepReporter, console, data_report_line, progress_bar
+from llm4rec.cli._common import (
+    OVERWRITE_HELP,
+    StepReporter,
+    console,
+    data_report_line,
+    progress_bar,
+)
 
 DEFAULT_MODELS = "pop,itemknn,ease,als,bpr,semantic-knn,llm-two-tower"
 #: the files ``quickstart --out`` writes (nothing else in the directory is touched)
@@ -34,7 +40,12 @@ def quickstart_command(
     from llm4rec.data import make_split
     from llm4rec.data.splits import PROTOCOLS, check_protocol
     from llm4rec.evaluation.experiment import run_experiment
-    from llm4rec.evaluation.report import comparison_figure, comparison_table, mean_interval, png_bytes
+    from llm4rec.evaluation.report import (
+        comparison_figure,
+        comparison_table,
+        mean_interval,
+        png_bytes,
+    )
     from llm4rec.evaluation.significance import paired_test
     from llm4rec.models import model_class
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import typer
 
-from llm4rec.cli._common import OVERWRITE_HELP, StepReporter, console, parse_settings, progress_bar
+from llm4rec.cli._common import (
+    OVERWRITE_HELP,
+    StepReporter,
+    console,
+    parse_settings,
+    progress_bar,
+)
 from llm4rec.cli.data_cmd import FORMAT_HELP, load_with_spinner
 
 DEFAULT_POLICIES = "oracle,greedy,slateq,uniform,thompson,linucb"
@@ -47,7 +53,11 @@ def simulate_command(
 
     from llm4rec._atomic import atomic_write_text, check_output_files
     from llm4rec.errors import InputError
-    from llm4rec.evaluation.simulation import parse_policies, plot_simulation, run_simulation
+    from llm4rec.evaluation.simulation import (
+        parse_policies,
+        plot_simulation,
+        run_simulation,
+    )
     from llm4rec.models import create_model
     from llm4rec.strategies.simulator import RecSimEnv, SimConfig, fit_response_model
 

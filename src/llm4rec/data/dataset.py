@@ -165,7 +165,7 @@ class Dataset:
             item_attrs=_align_attrs(item_attrs, items, "item_id"),
             user_attrs=_align_attrs(user_attrs, users, "user_id"),
             text_fields=tuple(text_fields),
-            load_report={"rows": int(len(u)), "duplicates_dropped": int(len(u) - len(kept)),
+            load_report={"rows": len(u), "duplicates_dropped": int(len(u) - len(kept)),
                          "items_without_interactions": len(items) - n_interacted},
         )
 

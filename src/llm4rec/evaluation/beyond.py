@@ -32,7 +32,7 @@ from scipy import stats
 
 from llm4rec.errors import InputError
 
-__all__ = ["intra_list_diversity", "catalogue_coverage", "novelty", "auc"]
+__all__ = ["auc", "catalogue_coverage", "intra_list_diversity", "novelty"]
 
 #: elements of the dense (users, d) list-sum held at once by intra_list_diversity
 _ILD_BUDGET = 1 << 24

@@ -11,7 +11,12 @@ import numpy as np
 
 from llm4rec.data.splits import PROTOCOLS, Stage
 from llm4rec.errors import Llm4recError
-from llm4rec.evaluation.beyond import auc, catalogue_coverage, intra_list_diversity, novelty
+from llm4rec.evaluation.beyond import (
+    auc,
+    catalogue_coverage,
+    intra_list_diversity,
+    novelty,
+)
 from llm4rec.ranking import mask_seen, parse_metric, rank_of, ranking_metric, top_hits
 
 __all__ = ["EvalResult", "evaluate"]

@@ -23,8 +23,17 @@ from llm4rec.ranking import (
 )
 
 __all__ = [
-    "RANKING_METRICS", "hit_rate", "recall", "precision", "ndcg", "mrr", "average_precision",
-    "parse_metric", "ranking_metric", "rmse", "mae",
+    "RANKING_METRICS",
+    "average_precision",
+    "hit_rate",
+    "mae",
+    "mrr",
+    "ndcg",
+    "parse_metric",
+    "precision",
+    "ranking_metric",
+    "recall",
+    "rmse",
 ]
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from llm4rec.errors import InputError
 from llm4rec.models.history import Histories, histories_from_ids
 
-__all__ = ["FIT_STATE", "ModelConfig", "Recommendations", "Recommender", "TEXT_MODELS", "share_fit_state"]
+__all__ = ["FIT_STATE", "TEXT_MODELS", "ModelConfig", "Recommendations", "Recommender", "share_fit_state"]
 
 #: models that rank items through their text, so new items need no retraining (``add_items``)
 TEXT_MODELS = ("semantic-knn", "llm-two-tower", "sasrec-text", "generative")

@@ -12,7 +12,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from llm4rec.errors import InputError
-from llm4rec.models.base import FIT_STATE, TEXT_MODELS, ModelConfig, Recommender, share_fit_state
+from llm4rec.models.base import (
+    FIT_STATE,
+    TEXT_MODELS,
+    ModelConfig,
+    Recommender,
+    share_fit_state,
+)
 from llm4rec.models.history import Histories
 
 __all__ = ["Ensemble", "EnsembleConfig"]

@@ -59,8 +59,8 @@ from llm4rec.models.semantic_ids import (
     CodeTrie,
     ResidualQuantizer,
     next_collision_codes,
-    resolve_collisions,
     residual_kmeans,
+    resolve_collisions,
     rqvae,
 )
 from llm4rec.training.config import TrainingConfig

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from llm4rec.models.base import ModelConfig, Recommender
 
-__all__ = ["ALS", "ALSConfig", "BPR", "BPRConfig"]
+__all__ = ["ALS", "BPR", "ALSConfig", "BPRConfig"]
 
 
 def _blas_single_thread():

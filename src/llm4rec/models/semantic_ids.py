@@ -23,8 +23,15 @@ import scipy.sparse as sp
 
 from llm4rec.errors import InputError
 
-__all__ = ["CodeTrie", "ResidualQuantizer", "kmeans", "next_collision_codes", "resolve_collisions",
-           "residual_kmeans", "rqvae"]
+__all__ = [
+    "CodeTrie",
+    "ResidualQuantizer",
+    "kmeans",
+    "next_collision_codes",
+    "residual_kmeans",
+    "resolve_collisions",
+    "rqvae",
+]
 
 
 def _sqdist(x: np.ndarray, c: np.ndarray, sq: np.ndarray | None = None) -> np.ndarray:

@@ -31,12 +31,18 @@ from typing import Any
 import numpy as np
 
 from llm4rec.errors import InputError
-from llm4rec.strategies._common import (check_feedback, check_request, check_samples, check_setting,
-                                        position_frequencies, rank_frequencies)
+from llm4rec.strategies._common import (
+    check_feedback,
+    check_request,
+    check_samples,
+    check_setting,
+    position_frequencies,
+    rank_frequencies,
+)
 from llm4rec.strategies.policy import Feedback, Policy, Slate
 from llm4rec.strategies.rerank import top_k
 
-__all__ = ["EpsilonGreedy", "GaussianThompson", "Thompson", "UCB1"]
+__all__ = ["UCB1", "EpsilonGreedy", "GaussianThompson", "Thompson"]
 
 
 class _Arms(Policy):

@@ -42,8 +42,14 @@ from scipy.linalg import cholesky, solve_triangular
 
 from llm4rec.errors import InputError
 from llm4rec.ranking import topk
-from llm4rec.strategies._common import (check_feedback, check_request, check_samples, check_setting,
-                                        position_frequencies, rank_frequencies)
+from llm4rec.strategies._common import (
+    check_feedback,
+    check_request,
+    check_samples,
+    check_setting,
+    position_frequencies,
+    rank_frequencies,
+)
 from llm4rec.strategies.policy import Feedback, Policy, Slate
 from llm4rec.strategies.rerank import top_k
 

@@ -119,7 +119,7 @@ class Policy(ABC):
     def select(self, context: np.ndarray | None, candidates: np.ndarray, k: int) -> Slate:
         """The slate of k of ``candidates`` (int64[c] action indices) for ``context`` (float64[d] or None)."""
 
-    def update(self, feedback: Feedback) -> None:  # noqa: B027 - a policy that does not learn keeps this
+    def update(self, feedback: Feedback) -> None:
         """Learn from one round's feedback (no-op for fixed policies)."""
 
     def distribution(self, contexts: np.ndarray | None, n_rounds: int, k: int) -> np.ndarray:

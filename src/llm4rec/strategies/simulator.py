@@ -196,7 +196,7 @@ def fit_response_model(dataset: Dataset, model: str | Recommender = "ease", *,
     p = _sigmoid(a * z + b)
     eps = 1e-12
     diagnostics = {"model": rec.name, "vectors": vectors, "negatives": int(negatives), "seed": int(seed),
-                   "users": int(len(users)), "positives": int(labels.sum()), "pairs": int(len(labels)),
+                   "users": len(users), "positives": int(labels.sum()), "pairs": len(labels),
                    "slope": float(a), "intercept": float(b), "auc": _auc(scores, labels),
                    "log_loss": float(-np.mean(labels * np.log(p + eps) + (1 - labels) * np.log(1 - p + eps)))}
     item_vecs = _unit_rows(_item_vectors(vectors, rec, stage.fit, dim, dataset))

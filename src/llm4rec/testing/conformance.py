@@ -30,7 +30,7 @@ __all__ = ["RecommenderConformance"]
 
 def top10_overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Mean share of shared items between the rows of two top-k lists (padding ignored)."""
-    return float(np.mean([len(set(x[x != None]) & set(y[y != None])) / max(1, (x != None).sum())  # noqa: E711
+    return float(np.mean([len(set(x[x != None]) & set(y[y != None])) / max(1, (x != None).sum())
                           for x, y in zip(a, b)]))
 
 
@@ -117,7 +117,7 @@ class RecommenderConformance:
         by_id = fitted.recommend(ids, k=10)
         by_history = fitted.recommend(histories=self.fit_history_ids(data, users), k=10)
         assert by_id.items.shape == (data.n_users, 10) and by_id.items.dtype == object
-        assert set(by_id.items[by_id.items != None]) <= set(data.items.tokens)  # noqa: E711
+        assert set(by_id.items[by_id.items != None]) <= set(data.items.tokens)
         if self.fold_in_overlap is None:
             np.testing.assert_array_equal(by_history.items, by_id.items)
             np.testing.assert_allclose(by_history.scores, by_id.scores, rtol=1e-5, atol=1e-5)

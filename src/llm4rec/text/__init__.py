@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm4rec.errors import InputError
-
 from llm4rec.text.cache import EmbeddingCache, default_cache_dir, encode_cached
 from llm4rec.text.encoders import (
     ENCODERS,

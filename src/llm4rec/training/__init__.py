@@ -7,7 +7,13 @@ with ``valid`` from :func:`holdout`. torch is imported only when training runs.
 
 from llm4rec.training.callbacks import Callback, EarlyStopping, ProgressBar, RunLogger
 from llm4rec.training.config import TrainingConfig, resolve_device
-from llm4rec.training.loop import Trainer, TrainingTask, TrainResult, TrainState, Validation
+from llm4rec.training.loop import (
+           Trainer,
+           TrainingTask,
+           TrainResult,
+           TrainState,
+           Validation,
+)
 from llm4rec.training.validation import check_valid_stage, holdout
 
 __all__ = ["Callback", "EarlyStopping", "ProgressBar", "RunLogger", "TrainResult", "TrainState", "Trainer",

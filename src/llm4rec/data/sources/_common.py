@@ -8,7 +8,7 @@ import polars as pl
 
 from llm4rec.errors import InputError
 
-__all__ = ["require_file", "parse_float_column"]
+__all__ = ["parse_float_column", "require_file"]
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
