@@ -152,3 +152,23 @@ def test_ml100k_loo_floor(ml100k):
     stage = make_split(ml100k, "loo").stage("test")
     model = create_model("sasrec").fit(stage.fit)
     assert evaluate(model, stage).metrics["NDCG@10"] >= 0.0409
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce", "softmax"])
+def test_items_without_training_interactions_are_never_trained_as_negatives(loss):
+    """P-COLD's cold items are in the fit set's catalogue with no interaction: no loss may push them down,
+    so training is the one a catalogue without them gets (they come in later through add_items)."""
+    import numpy as np
+
+    from llm4rec.models.sasrec import _Task
+
+    data = cycle_chain()
+    cold = np.array([3, 17])
+    train = data.subset(~np.isin(data.item, cold))  # same vocabulary, no interaction with the cold items
+    model = create_model("sasrec", {**FAST, "epochs": 1, "loss": loss, "negatives": 50}).fit(train)
+    task = _Task(model, train)
+    batch = task.batch(np.arange(task.n_examples), np.random.default_rng(0))
+    task.loss(model.net_, batch).backward()
+    grad = model.net_.items.weight.grad  # (n_items + 1, d), row 0 padding
+    assert float(grad[cold + 1].abs().max()) == 0.0
+    assert float(grad[1:].abs().sum()) > 0  # the interacted items do get gradient

@@ -1,7 +1,8 @@
 """``sasrec``: causal self-attention over the user's item sequence (Kang & McAuley, ICDM 2018).
 
-Trained by default with full softmax cross-entropy over every item at every
-position, the variant found strongest by the RecSys 2023 re-evaluations
+Trained by default with full softmax cross-entropy over every item with
+training interactions at every position (items only listed in the catalogue,
+such as P-COLD's cold items, are never trained as negatives), the variant found strongest by the RecSys 2023 re-evaluations
 (Klenitskiy & Vasilev, "Turning Dross Into Gold Loss"); BCE with one
 sampled negative per position (the original paper) and sampled softmax over
 shared negatives are options. The network is
@@ -63,7 +64,8 @@ class SASRecConfig(ModelConfig, TrainingConfig):
     layers: int = Field(2, ge=1, description="self-attention blocks")
     heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout on embeddings, attention and feed-forward")
-    loss: Literal["ce", "bce", "softmax"] = Field("ce", description="'ce': full softmax over all items; 'bce': "
+    loss: Literal["ce", "bce", "softmax"] = Field("ce", description="'ce': full softmax over the items with "
+                                                                    "training interactions; 'bce': "
                                                                     "one sampled negative per position; "
                                                                     "'softmax': sampled softmax over shared "
                                                                     "negatives")
@@ -120,6 +122,8 @@ class _Task:
     """The :class:`~llm4rec.training.TrainingTask` of SASRec on one training set."""
 
     def __init__(self, model: SASRec, train: Dataset) -> None:
+        import torch
+
         cfg = model.config
         self.model, self.cfg = model, cfg
         window = train.recent_items(cfg.max_len + 1)  # (U, L + 1), -1 padded on the left
@@ -127,7 +131,14 @@ class _Task:
         self.n_examples = len(self.examples)
         self.window = window[self.examples]
         self.history = train.recent_items(cfg.max_len)  # (U, L) validation scoring
-        self.pool = train.interacted_items  # negatives are drawn from the items with training interactions
+        # negatives (sampled, or the full softmax's) are the items with training interactions only, so items
+        # the fit set merely lists (P-COLD's cold items) are not trained as negatives: training is the same
+        # as on a catalogue without them, into which they are added later (add_items)
+        self.pool = train.interacted_items
+        self.full_catalogue = len(self.pool) == train.n_items
+        slot = np.full(train.n_items, -1, dtype=np.int64)
+        slot[self.pool] = np.arange(len(self.pool))
+        self.pool_t, self.slot_t = torch.from_numpy(self.pool.copy()), torch.from_numpy(slot)  # int64[P], [I]
         self.net: SASRecNet | None = None
 
     def build(self) -> SASRecNet:
@@ -176,7 +187,10 @@ class _Task:
         if batch.views is not None:
             extra = self.cfg.contrastive * _contrastive(module, batch.views, self.cfg.cl_temperature)
         if self.cfg.loss == "ce":
-            return F.cross_entropy(h @ table.T, target) + extra
+            if self.full_catalogue:
+                return F.cross_entropy(h @ table.T, target) + extra
+            column = self.slot_t.to(h.device)[target]  # (P,) the target's column among the pool
+            return F.cross_entropy(h @ table[self.pool_t.to(h.device)].T, column) + extra
         s_pos = (h * table[target]).sum(-1)  # (P,)
         if self.cfg.loss == "bce":
             neg = batch.neg[valid]  # (P,)
