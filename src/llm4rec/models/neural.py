@@ -15,6 +15,7 @@ supplies its network and its task::
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,9 +66,9 @@ class NeuralRecommender(Recommender):
     def _prepare(self, data: Dataset) -> None:
         """Compute what the network is built from (text embeddings, semantic IDs...) on the whole fit set."""
 
+    @abstractmethod
     def _task(self, train: Dataset, data: Dataset) -> Any:
         """The :class:`~llm4rec.training.TrainingTask` over ``train`` (``data`` minus the hold-out)."""
-        raise NotImplementedError
 
     def _validation(self, task: Any, data: Dataset, stage: Stage | None) -> Any:
         """What the trainer validates on: the stage itself (NDCG), or a model's own metric."""
@@ -76,10 +77,10 @@ class NeuralRecommender(Recommender):
     def _after_training(self, task: Any, data: Dataset, stage: Stage | None, result: Any) -> None:
         """Anything after the main training (e.g. fine-tuning the text encoder)."""
 
+    @abstractmethod
     def _build(self, arrays: dict[str, np.ndarray] | None = None) -> torch.nn.Module:
         """The network: built for training (``arrays`` None, after the trainer has seeded torch) or
         from saved arrays (weights are loaded after)."""
-        raise NotImplementedError
 
     def _extra_state(self) -> dict[str, np.ndarray]:
         """Arrays to save beside the network's weights."""

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from llm4rec._atomic import current_umask
 from llm4rec.errors import InputError
 from llm4rec.models.base import ModelConfig, Recommender, external_ids
 from llm4rec.models.history import Histories
@@ -114,7 +115,7 @@ def dequantised_smollm2(cache_dir: str | Path | None = None) -> tuple[Path, bool
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n")  # written last: the folder is whole
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache must be readable
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the cache follows the umask
         try:
             os.rename(tmp, folder)
         except OSError:  # another process renamed its copy first
