@@ -8,12 +8,20 @@ from pathlib import Path
 import typer
 
 from llm4rec.cli._common import StepReporter, check_output_file, console, progress_bar
+from llm4rec.errors import InputError
 
 
 def ope_command(
-    logs: Path = typer.Option(..., "--logs", help="Logged feedback with propensities: an Open Bandit Dataset "
-                                                  "campaign directory (e.g. obd/random/all) or a CSV/Parquet file "
-                                                  "with action, position, reward, propensity columns."),
+    logs: str = typer.Option(..., "--logs", help="Logged feedback with propensities: an Open Bandit Dataset "
+                                                 "campaign directory (e.g. obd/random/all), a CSV/Parquet file "
+                                                 "with action, position, reward, propensity columns (e.g. `llm4rec "
+                                                 "events export --what impressions`), or a service's event store "
+                                                 "(sqlite:///FILE, postgresql://USER@HOST/DB)."),
+    logged_policy: str = typer.Option(None, "--logged-policy", help="With a store: only the slates this policy "
+                                                                    "served (default: all)."),
+    n_actions: int = typer.Option(None, "--n-actions", min=1, help="The size of the action set (default: the "
+                                                                   "dataset's; for a store or a file, the largest "
+                                                                   "logged action + 1)."),
     policy: str = typer.Option(..., "--policy", help="The policy to evaluate: uniform, empirical:DIR (the action "
                                                      "frequencies in the logs at DIR, whose mean reward is the "
                                                      "on-policy truth) or a saved policy directory."),
@@ -36,7 +44,19 @@ def ope_command(
     check_output_file(json_out, overwrite=overwrite, option="--json")
     with progress_bar() as progress:
         progress.add_task(f"loading {logs}", total=None)
-        data = load_bandit_logs(logs)
+        if "://" in logs:
+            from llm4rec.serving.store import EventStore
+
+            store = EventStore(logs)
+            try:
+                data = store.bandit_logs(policy=logged_policy, n_actions=n_actions)
+            finally:
+                store.close()
+        else:
+            if logged_policy is not None:
+                raise InputError("--logged-policy filters a service's event store", value=logged_policy,
+                                 expected="--logs sqlite:///FILE or postgresql://..., or no --logged-policy")
+            data = load_bandit_logs(Path(logs), n_actions=n_actions)
     with progress_bar() as progress:
         record = off_policy_evaluation(data, policy, names, n_bootstrap=bootstrap, seed=seed,
                                        progress=StepReporter(progress, prefix="ope: "))

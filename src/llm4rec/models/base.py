@@ -254,6 +254,20 @@ class Recommender(ABC):
         lengths = np.diff(self.fit_offsets_)[users]
         return self._finish(self._score_users(users, items), lengths, items)
 
+    def score_histories(self, histories: Histories, items: Any = None) -> np.ndarray:
+        """Scores float32[B, n_items] (or [B, len(items)]) of B dense :class:`Histories` (as :meth:`histories`
+        builds them), ``items`` dense indices; an empty history gets the popularity fallback.
+
+        The service's path: it builds a user's live history once and scores it against
+        a shortlist of candidates.
+        """
+        self._check_fitted()
+        items = None if items is None else self._item_indices(items)
+        if histories.n_items != self.n_items_:
+            raise InputError("histories built for another catalogue", value=histories.n_items,
+                             expected=f"{self.n_items_} items (rebuild them with model.histories())")
+        return self._finish(self._score_histories(histories, items), histories.lengths, items)
+
     def recommend_indices(self, users: Any, k: int = 10, *, exclude_seen: bool = True,
                           items: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of known users by dense index: (int64[b, k] item indices, float32[b, k] scores).

@@ -233,6 +233,20 @@ def _score(net: SASRecNet, recent: np.ndarray, items: np.ndarray | None, device:
     return out
 
 
+def _last_states(net: SASRecNet, recent: np.ndarray, device: torch.device) -> np.ndarray:
+    """float32[B, d]: the last state of each history (``recent`` as in :func:`_score`), whose dot product
+    with ``net.item_table()`` is the score (the query vector of :func:`llm4rec.models.vectors.vector_view`)."""
+    import torch
+
+    with torch.no_grad():
+        out = np.empty((len(recent), net.config.dim), dtype=np.float32)
+        for start in range(0, len(recent), _SCORE_BLOCK):
+            block = torch.as_tensor(recent[start:start + _SCORE_BLOCK] + 1, device=device)  # (B, L), 0 = padding
+            states, _ = net(block)
+            out[start:start + len(block)] = states[:, -1].cpu().numpy()
+    return out
+
+
 class SASRec(NeuralRecommender):
     """Causal self-attention sequential recommender (see the module docstring).
 
@@ -311,6 +325,11 @@ class SASRec(NeuralRecommender):
     def _score_histories(self, histories: Histories, items: np.ndarray | None) -> np.ndarray:
         """float32[B, n_items or len(items)]: the last state over each history's last ``max_len`` items."""
         return _score(self.net_, histories.recent(self.config.max_len), items, self.device)
+
+    def _query_vectors(self, histories: Histories) -> np.ndarray:
+        """float32[B, dim]: the last state over each history's last ``max_len`` items; the score of item i
+        is its dot product with row i of ``net_.item_table()``."""
+        return _last_states(self.net_, histories.recent(self.config.max_len), self.device)
 
     def _explain(self, histories: Histories, item: int, top: int) -> dict[str, Any]:
         """Which history positions the prediction attended to.

@@ -595,6 +595,23 @@ class TwoTower(NeuralRecommender):
         recent = histories.recent(self.config.max_history)  # (B, L)
         return _rank(self.net_, self._item_table(), recent, histories.users, items)
 
+    def _query_vectors(self, histories: Histories) -> np.ndarray:
+        """float32[B, d]: the user tower's output u for each history, read as :meth:`_score_histories` reads
+        it (user text for known users); the score of item i is ``u . v_i`` (plus the rating biases with
+        ``loss="mse"``)."""
+        import torch
+
+        recent = histories.recent(self.config.max_history)  # (B, L)
+        reps, net = self._item_table(), self.net_
+        out = np.empty((len(histories), reps.shape[1]), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(histories), _SCORE_BLOCK):
+                stop = start + _SCORE_BLOCK
+                u = torch.from_numpy(np.asarray(histories.users[start:stop], dtype=np.int64)).to(reps.device)
+                r = torch.from_numpy(np.asarray(recent[start:stop], dtype=np.int64)).to(reps.device)  # (B, L)
+                out[start:start + len(u)] = net.users(u, reps[r.clamp(min=0)], r >= 0).cpu().numpy()
+        return out
+
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Predicted ratings float32[n] of the pairs (users[k], items[k]) (loss="mse" only).
 

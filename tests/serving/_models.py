@@ -1,0 +1,43 @@
+"""Small trained models and ready registries for the service tests (fitted once per session)."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+from llm4rec.data.synthetic import make_synthetic
+
+
+@functools.cache
+def data(n_items: int = 150):
+    return make_synthetic(n_users=200, n_items=n_items, seed=7, interactions_per_user=(5, min(30, n_items)))
+
+
+@functools.cache
+def bundle(root: Path, name: str, n_items: int = 150) -> Path:
+    """A saved bundle of model ``name`` fitted on the small synthetic data (cached under ``root``)."""
+    from llm4rec.models import create_model
+
+    settings = {"factors": 16, "iterations": 5} if name == "als" else {}
+    path = root / f"{name}-{n_items}"
+    create_model(name, settings).fit(data(n_items)).save(path)
+    return path
+
+
+def registry(bundle_dir: Path, root: Path) -> Path:
+    """A new registry at ``root`` with ``bundle_dir`` published as v000001."""
+    from llm4rec.serving.registry import ModelRegistry
+
+    ModelRegistry(root).publish(bundle_dir)
+    return root
+
+
+def corrupt_copy(bundle_dir: Path, dest: Path) -> Path:
+    """A copy of the bundle with one byte of its arrays changed (the manifest's digest no longer matches)."""
+    shutil.copytree(bundle_dir, dest)
+    target = next(p for p in sorted(dest.iterdir()) if p.suffix in (".npz", ".safetensors"))
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    return dest
