@@ -54,6 +54,8 @@ log = logging.getLogger("llm4rec.serving")
 RRF_K = 60
 #: sampled histories for the ANN recall measured at load
 RECALL_SAMPLE = 200
+#: how many times the slate size an approximate vector view asks the index for, before the model re-scores
+SHORTLIST_FACTOR = 10
 #: slates remembered as already learned from (per worker)
 LEARNED_MEMORY = 100_000
 
@@ -224,6 +226,8 @@ class RecommendationService:
         except Exception as exc:  # noqa: BLE001 - any failure to load leaves the old version serving
             self.reload_failures += 1
             self.last_reload_error = f"{type(exc).__name__}: {exc}"
+            if self.metrics is not None:
+                self.metrics.reload_failures.inc()
             log.error("model version refused, the running one keeps serving: %s", self.last_reload_error)
             return False
         self._swap(loaded)
@@ -298,7 +302,9 @@ class RecommendationService:
             top = topk(scores, n)[0]
             top = top[top >= 0]
             return top, scores[0, top]
-        idx, s = loaded.retriever.search(loaded.view.query(h), max(n, 1), exclude=[seen])
+        # an approximate view (semantic-knn's mean of history vectors) only shortlists: the model re-scores
+        shortlist = n if loaded.view.exact else min(model.n_items_, SHORTLIST_FACTOR * n)
+        idx, s = loaded.retriever.search(loaded.view.query(h), max(shortlist, 1), exclude=[seen])
         idx, s = idx[0], s[0]
         keep = idx >= 0
         idx, s = idx[keep], s[keep]
