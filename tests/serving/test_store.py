@@ -138,11 +138,11 @@ def test_group_commit_batches_the_callers_that_wait(store: EventStore) -> None:
     gate = threading.Event()
     real = store._commit_group
 
-    def spy(conn: sa.Connection, group: list) -> list:
+    def spy(group: list) -> list:
         groups.append(len(group))
         if len(groups) == 1:
             gate.wait(10)
-        return real(conn, group)
+        return real(group)
 
     store._commit_group = spy
     results: dict[int, tuple[int, int]] = {}
@@ -171,17 +171,17 @@ def test_group_commit_batches_the_callers_that_wait(store: EventStore) -> None:
 def test_group_failure_reaches_every_caller_and_writes_nothing(store: EventStore) -> None:
     gate = threading.Event()
     calls: list[int] = []
-    real = store._commit_group
+    real = store._insert_group
 
-    def spy(conn: sa.Connection, group: list) -> list:
+    def spy(run, group: list) -> list:
         calls.append(len(group))
         if len(calls) == 1:
             gate.wait(10)
-            return real(conn, group)
-        real(conn, group)
+            return real(run, group)
+        real(run, group)  # written, then the transaction fails
         raise RuntimeError("disk on fire")
 
-    store._commit_group = spy
+    store._insert_group = spy
     outcome: dict[int, object] = {}
 
     def call(i: int) -> None:

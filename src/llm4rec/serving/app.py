@@ -12,6 +12,8 @@ so no user or item id reaches a log line.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import threading
@@ -72,7 +74,9 @@ class _Keys:
         self._cache: dict[str, tuple[dict | None, float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, request: Request, scope: str) -> dict:
+    async def check(self, request: Request, scope: str) -> dict:
+        import anyio
+
         from llm4rec.serving.auth import allows, hash_key
 
         key = request.headers.get("x-api-key")
@@ -88,7 +92,7 @@ class _Keys:
         with self._lock:
             cached = self._cache.get(digest)
         if cached is None or cached[1] < now:
-            record = self.service.store.find_key(digest)
+            record = await anyio.to_thread.run_sync(self.service.store.find_key, digest)
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
@@ -173,6 +177,20 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
     metrics = ServiceMetrics(ctr=lambda: service.store.policy_ctr())
     service.metrics = metrics
     keys = _Keys(service)
+    limiter: list[Any] = []  # the compute threads' CapacityLimiter, made in the event loop on first use
+
+    async def compute(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on one of ``settings.compute_threads`` threads (the GIL makes more slower).
+
+        A plain slate (no query to encode, no explanation) takes about a millisecond: it runs in the event
+        loop instead, since a hop to a thread and back costs more than it and doubles the tail latency
+        (bench/serving.py).
+        """
+        import anyio
+
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(settings.compute_threads))
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=limiter[0])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -226,8 +244,8 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         return _error(500, f"internal error ({type(exc).__name__})", None)
 
     def need(scope: str):
-        def dependency(request: Request) -> dict:
-            return keys.check(request, scope)
+        async def dependency(request: Request) -> dict:
+            return await keys.check(request, scope)
         return Depends(dependency)
 
     max_k = settings.max_k
@@ -235,16 +253,21 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, responses=ERRORS,
              tags=["recommendations"])
-    def user_recommendations(user_id: str = Path(..., **ID_PATH), k: int | None = k_query,
+    async def user_recommendations(user_id: str = Path(..., **ID_PATH), k: int | None = k_query,
                              policy: str | None = Query(None, max_length=64, description="A served policy."),
                              explain: bool = Query(False, description="Add why each item was chosen."),
                              key: dict = need("read")) -> dict:
         """Top-k items for a user, from their live history (fit history plus feedback since); unknown users
         get the non-personalised ranking."""
-        return service.recommend(user=user_id, k=k, policy=policy, explain=explain)
+        if explain:
+            out, logged = await compute(service.slate, user=user_id, k=k, policy=policy, explain=True)
+        else:  # fast: in the loop (see compute)
+            out, logged = service.slate(user=user_id, k=k, policy=policy)
+        await asyncio.wrap_future(logged)  # answered once the slate's log is durable, without holding a thread
+        return out
 
     @app.post("/v1/recommendations", response_model=Recommendations, responses=ERRORS, tags=["recommendations"])
-    def body_recommendations(body: RecommendationRequest, key: dict = need("read")) -> dict:
+    async def body_recommendations(body: RecommendationRequest, key: dict = need("read")) -> dict:
         """Top-k items for a history and/or a free-text query (and optionally a user whose live history it
         extends)."""
         if body.k is not None and body.k > max_k:
@@ -255,16 +278,22 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         if body.query is not None and len(body.query) > settings.max_query_chars:
             raise ServiceError(422, "query too long", value=len(body.query),
                                expected=f"at most {settings.max_query_chars} characters")
-        return service.recommend(user=body.user, history=body.history, query=body.query, k=body.k,
-                                 policy=body.policy, explain=body.explain, exclude_seen=body.exclude_seen)
+        request = {"user": body.user, "history": body.history, "query": body.query, "k": body.k,
+                   "policy": body.policy, "explain": body.explain, "exclude_seen": body.exclude_seen}
+        if body.query is not None or body.explain:
+            out, logged = await compute(service.slate, **request)
+        else:  # fast: in the loop (see compute)
+            out, logged = service.slate(**request)
+        await asyncio.wrap_future(logged)
+        return out
 
     @app.get("/v1/items/{item_id}/similar", response_model=Similar, responses=ERRORS, tags=["items"])
-    def similar(item_id: str = Path(..., **ID_PATH), k: int | None = k_query, key: dict = need("read")) -> dict:
+    async def similar(item_id: str = Path(..., **ID_PATH), k: int | None = k_query, key: dict = need("read")) -> dict:
         """The nearest items by embedding."""
-        return service.similar(item_id, k)
+        return await compute(service.similar, item_id, k)
 
     @app.post("/v1/feedback", response_model=FeedbackAck, responses=ERRORS, tags=["feedback"])
-    def feedback(body: FeedbackBatch, key: dict = need("write")) -> dict:
+    async def feedback(body: FeedbackBatch, key: dict = need("write")) -> dict:
         """Store a batch of events; acknowledged only once durable; a retried event id is stored once."""
         if len(body.events) > settings.max_events:
             raise ServiceError(413, "too many events in one batch", value=len(body.events),
@@ -272,19 +301,21 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         events = [{"event_id": e.event_id, "type": e.type, "user_id": e.user, "item_id": e.item,
                    "timestamp": e.timestamp, "recommendation_id": e.recommendation_id, "position": e.position,
                    "value": e.value} for e in body.events]
-        new, dup = service.feedback(events)
+        stored = await compute(service.store.add_events, events, wait=False)  # checked; queued for commit
+        new, dup = await asyncio.wrap_future(stored)  # acknowledged only once durable
+        await compute(service.learn, events)
         return {"accepted": new, "duplicates": dup}
 
     @app.put("/v1/items/{item_id}", response_model=ItemBody, responses=ERRORS, tags=["admin"])
-    def put_item(body: ItemPut, item_id: str = Path(..., **ID_PATH), key: dict = need("admin")) -> dict:
+    async def put_item(body: ItemPut, item_id: str = Path(..., **ID_PATH), key: dict = need("admin")) -> dict:
         """Add or update an item with its text: recommendable at once (text models only)."""
-        return service.put_item(item_id, body.fields)
+        return await compute(service.put_item, item_id, body.fields)
 
     @app.delete("/v1/users/{user_id}", response_model=UserForgotten, responses=ERRORS, tags=["admin"])
-    def forget_user(user_id: str = Path(..., **ID_PATH), key: dict = need("admin")) -> dict:
+    async def forget_user(user_id: str = Path(..., **ID_PATH), key: dict = need("admin")) -> dict:
         """Forget a user: their events and logged slates are deleted, their fit history no longer used; the
         audit record holds no personal data."""
-        return service.forget_user(user_id, actor=key["key_id"])
+        return await compute(service.forget_user, user_id, actor=key["key_id"])
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> dict:
@@ -301,11 +332,13 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         return {"status": "ready", "model_version": loaded.version, "n_items": loaded.n_items}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    def prometheus(request: Request) -> Response:
+    async def prometheus(request: Request) -> Response:
         """Prometheus text format."""
+        import anyio
+
         if settings.metrics_key:
-            keys.check(request, "read")
-        body, content_type = metrics.render()
+            await keys.check(request, "read")
+        body, content_type = await anyio.to_thread.run_sync(metrics.render)
         return Response(body, media_type=content_type)
 
     return app

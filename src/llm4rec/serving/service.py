@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,10 +333,18 @@ class RecommendationService:
         top = top[top >= 0]
         return top, scores[0, top]
 
-    def recommend(self, *, user: str | None = None, history: list[str] | None = None, query: str | None = None,
-                  k: int | None = None, policy: str | None = None, explain: bool = False,
-                  exclude_seen: bool = True, actor: str | None = None) -> dict[str, Any]:
-        """One slate: ``{"recommendation_id", "user", "policy", "model_version", "fallback", "items": [...]}``."""
+    def recommend(self, **request: Any) -> dict[str, Any]:
+        """One slate, once its log is durable: ``{"recommendation_id", "user", "policy", "model_version",
+        "fallback", "items": [...]}`` (arguments: :meth:`slate`)."""
+        out, logged = self.slate(**request)
+        logged.result()
+        return out
+
+    def slate(self, *, user: str | None = None, history: list[str] | None = None, query: str | None = None,
+              k: int | None = None, policy: str | None = None, explain: bool = False,
+              exclude_seen: bool = True) -> tuple[dict[str, Any], Future]:
+        """One slate (as :meth:`recommend`) and the Future of its durable log, not waited for: the app awaits
+        it without holding a thread."""
         cfg = self.settings
         k = cfg.default_k if k is None else k
         if not 1 <= k <= cfg.max_k:
@@ -366,9 +375,9 @@ class RecommendationService:
             labels = [str(x) for x in model.item_labels_[slate.items]]
             explanations = [self._explain(model, h, item) for item in ids] if explain else [None] * len(ids)
             rec_id = uuid.uuid4().hex
-            self.store.log_recommendation(rec_id, user, policy, loaded.version, ids,
-                                          [int(a) for a in slate.items], [float(p) for p in slate.propensities],
-                                          time.time())
+            logged = self.store.log_recommendation(rec_id, user, policy, loaded.version, ids,
+                                                   [int(a) for a in slate.items],
+                                                   [float(p) for p in slate.propensities], time.time(), wait=False)
         if self.metrics is not None:
             self.metrics.slate_served(policy, len(ids))
         items = [{"item": i, "label": lab, "score": by_item[int(a)], "position": j, "propensity": float(p),
@@ -376,7 +385,7 @@ class RecommendationService:
                  for j, (i, lab, a, p, e) in enumerate(zip(ids, labels, slate.items, slate.propensities,
                                                            explanations))]
         return {"recommendation_id": rec_id, "user": user, "policy": policy, "model_version": loaded.version,
-                "fallback": bool(fallback), "items": items}
+                "fallback": bool(fallback), "items": items}, logged
 
     def _explain(self, model: Recommender, h: Histories, item: str) -> dict[str, Any]:
         history = [str(t) for t in model.items_.tokens[h.items]]
@@ -443,12 +452,14 @@ class RecommendationService:
     def feedback(self, events: list[dict[str, Any]]) -> tuple[int, int]:
         """Store events durably (idempotent by event id), then let the slates' policies learn; (new, duplicates)."""
         new, dup = self.store.add_events(events)
-        if self.metrics is not None:
-            self.metrics.events_ingested(events)
-        self._learn(events)
+        self.learn(events)
         return new, dup
 
-    def _learn(self, events: list[dict[str, Any]]) -> None:
+    def learn(self, events: list[dict[str, Any]]) -> None:
+        """After ``events`` are stored: count them and let the policies of the slates they name learn (each
+        slate once, from the first batch that names it)."""
+        if self.metrics is not None:
+            self.metrics.events_ingested(events)
         from llm4rec.serving.store import REWARDING
         from llm4rec.strategies.policy import Feedback
 

@@ -46,6 +46,8 @@ class ServiceSettings(BaseModel):
                                                             "looked up again (a revoked key stops within this).")
     ann_threshold: int = Field(50_000, ge=0, description="Catalogues larger than this are searched with a faiss "
                                                          "index and re-scored exactly.")
+    compute_threads: int = Field(2, ge=1, description="Requests computed at once per worker process (more "
+                                                       "only contend for Python's GIL: use workers for cores).")
     threads: int | None = Field(None, ge=1, description="Threads of faiss searches (default: faiss's own).")
 
     @field_validator("policies")
