@@ -59,6 +59,7 @@ def test_known_user_gets_the_models_top_k_with_propensities_and_the_slate_is_log
     assert [i["propensity"] for i in body["items"]] == [1.0] * 5
     assert [i["position"] for i in body["items"]] == list(range(5))
     assert body["fallback"] is False and body["policy"] == "greedy" and body["model_version"] == "v000001"
+    client.app.state.service.flush()  # slates are logged a moment after the answer
     logged = EventStore(store_url).recommendation(body["recommendation_id"])
     assert logged["items"] == expected and logged["propensities"] == [1.0] * 5
 

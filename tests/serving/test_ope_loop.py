@@ -78,7 +78,7 @@ def test_a_bandits_service_logs_estimate_another_policys_online_value(tmp_path, 
     store.close()
 
     out = tmp_path / "ope.json"
-    code = main(["ope", "--logs", store_url, "--logged-policy", "epsilon-greedy", "--policy", "uniform",
+    code = main(["ope", "--logs", str(tmp_path / "events.db"), "--logged-policy", "epsilon-greedy", "--policy", "uniform",
                  "--n-actions", str(n_items), "--bootstrap", "300", "--json", str(out)])
     assert code == 0, capsys.readouterr().err
     estimates = json.loads(out.read_text())["estimates"]

@@ -427,3 +427,5 @@ def test_forget_user_leaves_no_trace_of_the_id(store: EventStore, store_url: str
     assert [r["action"] for r in store.audit_rows()] == ["add_key", "forget_user"]
     assert store.forget_user(who, actor="k-admin") == {"events": 0, "recommendations": 0}
     assert store.forgotten_count() == 1
+    slate(store, "r-late", user=who)  # served before the forgetting, reaching the store after it
+    assert store.recommendation("r-late") is None and rows_containing(store_url, who) == {}

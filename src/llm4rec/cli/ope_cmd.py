@@ -11,6 +11,10 @@ from llm4rec.cli._common import StepReporter, check_output_file, console, progre
 from llm4rec.errors import InputError
 
 
+#: a --logs path with one of these endings is a service's SQLite event store
+STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
 def ope_command(
     logs: str = typer.Option(..., "--logs", help="Logged feedback with propensities: an Open Bandit Dataset "
                                                  "campaign directory (e.g. obd/random/all), a CSV/Parquet file "
@@ -44,7 +48,7 @@ def ope_command(
     check_output_file(json_out, overwrite=overwrite, option="--json")
     with progress_bar() as progress:
         progress.add_task(f"loading {logs}", total=None)
-        if "://" in logs:
+        if "://" in logs or logs.endswith(STORE_SUFFIXES):  # a service's event store
             from llm4rec.serving.store import EventStore
 
             store = EventStore(logs)
@@ -55,7 +59,7 @@ def ope_command(
         else:
             if logged_policy is not None:
                 raise InputError("--logged-policy filters a service's event store", value=logged_policy,
-                                 expected="--logs sqlite:///FILE or postgresql://..., or no --logged-policy")
+                                 expected="--logs FILE.db, sqlite:///FILE or postgresql://..., or no --logged-policy")
             data = load_bandit_logs(Path(logs), n_actions=n_actions)
     with progress_bar() as progress:
         record = off_policy_evaluation(data, policy, names, n_bootstrap=bootstrap, seed=seed,

@@ -260,11 +260,10 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         """Top-k items for a user, from their live history (fit history plus feedback since); unknown users
         get the non-personalised ranking."""
         if explain:
-            out, logged = await compute(service.slate, user=user_id, k=k, policy=policy, explain=True)
+            out, _ = await compute(service.slate, user=user_id, k=k, policy=policy, explain=True)
         else:  # fast: in the loop (see compute)
-            out, logged = service.slate(user=user_id, k=k, policy=policy)
-        await asyncio.wrap_future(logged)  # answered once the slate's log is durable, without holding a thread
-        return out
+            out, _ = service.slate(user=user_id, k=k, policy=policy)
+        return out  # its log is committed with the next group (RecommendationService.slate)
 
     @app.post("/v1/recommendations", response_model=Recommendations, responses=ERRORS, tags=["recommendations"])
     async def body_recommendations(body: RecommendationRequest, key: dict = need("read")) -> dict:
@@ -281,10 +280,9 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         request = {"user": body.user, "history": body.history, "query": body.query, "k": body.k,
                    "policy": body.policy, "explain": body.explain, "exclude_seen": body.exclude_seen}
         if body.query is not None or body.explain:
-            out, logged = await compute(service.slate, **request)
+            out, _ = await compute(service.slate, **request)
         else:  # fast: in the loop (see compute)
-            out, logged = service.slate(**request)
-        await asyncio.wrap_future(logged)
+            out, _ = service.slate(**request)
         return out
 
     @app.get("/v1/items/{item_id}/similar", response_model=Similar, responses=ERRORS, tags=["items"])

@@ -37,6 +37,8 @@ class ServiceMetrics:
         self.recall = Gauge("llm4rec_ann_recall_at_10", "Recall@10 of the ANN index against exact scoring, "
                                                         "measured at load (1 when scoring is exact)", registry=r)
         self.reload_failures = Counter("llm4rec_reload_failures", "Model versions refused at load", registry=r)
+        self.log_failures = Counter("llm4rec_slate_log_failures", "Served slates the store could not log",
+                                    registry=r)
         self._ctr = ctr
         if ctr is not None:
             from prometheus_client.core import GaugeMetricFamily

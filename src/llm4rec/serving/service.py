@@ -30,6 +30,8 @@ refused and the running one keeps serving.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -140,6 +142,7 @@ class RecommendationService:
         self._watcher: threading.Thread | None = None
         self._learned: OrderedDict[str, None] = OrderedDict()
         self._learned_lock = threading.Lock()
+        self._pending: dict[str, Future] = {}  # recommendation id -> its log's commit, until committed
         self.reload_failures = 0
         self.last_reload_error: str | None = None
         self.metrics: Any = None  # llm4rec.serving.metrics.ServiceMetrics, set by the app
@@ -343,8 +346,13 @@ class RecommendationService:
     def slate(self, *, user: str | None = None, history: list[str] | None = None, query: str | None = None,
               k: int | None = None, policy: str | None = None, explain: bool = False,
               exclude_seen: bool = True) -> tuple[dict[str, Any], Future]:
-        """One slate (as :meth:`recommend`) and the Future of its durable log, not waited for: the app awaits
-        it without holding a thread."""
+        """One slate (as :meth:`recommend`) and the Future of its log's commit, not waited for.
+
+        The app answers without waiting: the log is committed a few milliseconds later with the next
+        group, so a request never waits on the disk (the store's WAL checkpoints made the tail latency
+        ten times the median, bench/serving.py). What this costs: a crash loses the slates of the last
+        uncommitted group (their later clicks still count as events). Learning and forgetting wait for the
+        slates they need (:meth:`flush`)."""
         cfg = self.settings
         k = cfg.default_k if k is None else k
         if not 1 <= k <= cfg.max_k:
@@ -384,8 +392,17 @@ class RecommendationService:
                   "explanation": e}
                  for j, (i, lab, a, p, e) in enumerate(zip(ids, labels, slate.items, slate.propensities,
                                                            explanations))]
+        self._pending[rec_id] = logged
+        logged.add_done_callback(functools.partial(self._logged, rec_id))
         return {"recommendation_id": rec_id, "user": user, "policy": policy, "model_version": loaded.version,
                 "fallback": bool(fallback), "items": items}, logged
+
+    def _logged(self, rec_id: str, future: Future) -> None:
+        self._pending.pop(rec_id, None)
+        if future.exception() is not None:
+            if self.metrics is not None:
+                self.metrics.log_failures.inc()
+            log.error("a served slate could not be logged: %s", future.exception())
 
     def _explain(self, model: Recommender, h: Histories, item: str) -> dict[str, Any]:
         history = [str(t) for t in model.items_.tokens[h.items]]
@@ -478,6 +495,10 @@ class RecommendationService:
                 self._learned[rid] = None
                 while len(self._learned) > LEARNED_MEMORY:
                     self._learned.popitem(last=False)
+            pending = self._pending.get(rid)
+            if pending is not None:  # served here a moment ago: its log may still be on its way
+                with contextlib.suppress(Exception):
+                    pending.result(30.0)
             rec = self.store.recommendation(rid)
             if loaded is None or rec is None or rec["model_version"] != loaded.version or \
                     rec["policy"] not in self.settings.policies:
@@ -545,8 +566,18 @@ class RecommendationService:
             self.metrics.model_loaded(loaded.version, loaded.n_items, loaded.ann_recall)
 
     def forget_user(self, user: str, actor: str) -> dict[str, int]:
-        """Delete the user's events and logged slates; from now on their fit history is not used either."""
+        """Delete the user's events and logged slates; from now on their fit history is not used either.
+
+        Slates still on their way to the store are waited for first (and the store drops any slate of a
+        forgotten user that reaches it later, e.g. from another worker)."""
+        self.flush()
         return self.store.forget_user(user, actor)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every slate this process served so far is in the store."""
+        for future in list(self._pending.values()):
+            with contextlib.suppress(Exception):  # a failed log was reported when it failed
+                future.result(timeout)
 
 
 def _fuse(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

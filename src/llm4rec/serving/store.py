@@ -556,6 +556,10 @@ class EventStore:
             run(_INSERT_EVENT, [tuple(e[f] for f in EVENT_FIELDS) for e in new], many=True)
         logged = _present(run, "recommendations", "recommendation_id", list(slates))
         fresh = [v for key, v in slates.items() if key not in logged]
+        users = {rec["user_id"]: self._hmac(rec["user_id"]) for rec, _ in fresh if rec["user_id"] is not None}
+        gone = _present(run, "forgotten", "user_hmac", list(set(users.values())))
+        if gone:  # served before the user was forgotten, reaching the store after: never stored
+            fresh = [(rec, shown) for rec, shown in fresh if users.get(rec["user_id"]) not in gone]
         if fresh:
             run(_INSERT_SLATE, [tuple(rec[f] for f in _SLATE_COLUMNS) for rec, _ in fresh], many=True)
             run(_INSERT_IMPRESSION, [tuple(row[f] for f in _IMPRESSION_COLUMNS)
