@@ -92,9 +92,13 @@ class Histories:
                        n_items: int) -> Histories:
         """The rows ``users`` of stored sequences (``items[offsets[u]:offsets[u + 1]]`` is user u's)."""
         users = np.asarray(users, dtype=np.int64)
-        stored = cls(np.asarray(items, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
-                     np.arange(len(offsets) - 1, dtype=np.int64), n_items)
-        return stored.take(users)
+        offsets = np.asarray(offsets)
+        starts = offsets[users].astype(np.int64)
+        lengths = offsets[users + 1].astype(np.int64) - starts
+        out = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        index = np.repeat(starts - out[:-1], lengths) + np.arange(out[-1])
+        # only the rows asked for are converted: a service asks for one user of millions of interactions
+        return cls(np.asarray(np.asarray(items)[index], dtype=np.int64), out, users, n_items)
 
     @classmethod
     def from_lists(cls, sequences: Sequence[Sequence[int]], n_items: int,

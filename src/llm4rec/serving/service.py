@@ -281,7 +281,7 @@ class RecommendationService:
             if not events and not extra:
                 return model.fit_histories(np.asarray([index])), True
             fit = model.fit_histories(np.asarray([index]))
-            ids = [str(t) for t in model.items_.tokens[fit.items]] + events + extra
+            ids = model.items_.token(fit.items) + events + extra
             return model.histories(users=[user], histories=[ids], unknown="skip"), False
         return model.histories(histories=[events + extra], unknown="skip"), False
 
@@ -379,7 +379,7 @@ class RecommendationService:
                                                                               "item unseen")
             slate = self._select(loaded, policy, idx, min(k, len(idx)))
             by_item = dict(zip(idx.tolist(), np.asarray(scores, dtype=np.float64).tolist()))
-            ids = [str(t) for t in model.items_.tokens[slate.items]]
+            ids = model.items_.token(slate.items)  # not .tokens: that copies the whole vocabulary
             labels = [str(x) for x in model.item_labels_[slate.items]]
             explanations = [self._explain(model, h, item) for item in ids] if explain else [None] * len(ids)
             rec_id = uuid.uuid4().hex
@@ -405,7 +405,7 @@ class RecommendationService:
             log.error("a served slate could not be logged: %s", future.exception())
 
     def _explain(self, model: Recommender, h: Histories, item: str) -> dict[str, Any]:
-        history = [str(t) for t in model.items_.tokens[h.items]]
+        history = model.items_.token(h.items)
         try:
             out = model.explain(history=history, item=item)
         except InputError as exc:
@@ -461,7 +461,7 @@ class RecommendationService:
             scores[0, index] = -np.inf
             top = topk(scores, k)[0]
             top = top[top >= 0]
-            out = [{"item": str(model.items_.tokens[i]), "label": str(model.item_labels_[i]),
+            out = [{"item": model.items_.token(int(i)), "label": str(model.item_labels_[i]),
                     "score": float(scores[0, i])} for i in top]
         return {"item": item, "model_version": loaded.version, "items": out}
 
