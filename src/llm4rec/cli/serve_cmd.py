@@ -62,8 +62,8 @@ def serve_command(
     if demo:
         key = _create_key(store_obj, "demo admin", ["admin"], None)
         console.print(f"[bold]admin key (shown once):[/bold] {key}")
-        console.print(f"try: curl -H 'Authorization: Bearer {key}' "
-                      f"http://{host}:{port}/v1/users/u1/recommendations?k=5")
+        console.print(f"try: curl -H 'Authorization: Bearer {key}' "  # the built-in data's users are 1..1000
+                      f"'http://{host}:{port}/v1/users/1/recommendations?k=5'", soft_wrap=True)
     store_obj.close()
     console.print(f"serving {model} · store {redact(settings.store)} · http://{host}:{port}/docs")
     os.environ.update(settings.to_environment())
