@@ -59,7 +59,7 @@ async def run(port: int, key: str, requests: list[bytes], rate: float | None, du
     end = start + duration
 
     async def client() -> None:
-        nonlocal failed, sent
+        nonlocal failed, failed_connections, sent
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while True:

@@ -173,7 +173,6 @@ def measure(port: int, key: str, requests: list, work: Path, rate: float, durati
 def bench_load(args: argparse.Namespace) -> dict:
     import httpx
 
-    from llm4rec.models.base import Recommender
     from llm4rec.serving.registry import ModelRegistry
 
     previous = json.loads(OUT.read_text()).get("load", {}).get("load", {}) if OUT.exists() else {}
