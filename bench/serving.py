@@ -13,6 +13,9 @@ the simplest alternative a user would write (bench/_naive.py: FastAPI,
 exact numpy scoring of every item, no store, no auth), so the gain is a
 ratio.
 
+``sweep``: llm4rec alone, open loop at several rates, to find the largest one
+whose p99 stays under 20 ms.
+
 ``feedback``: ``POST /v1/feedback`` into SQLite and into PostgreSQL (a
 throw-away server from tests/serving/pg.py unless ``--postgres URL``), with
 durability on (SQLite WAL with synchronous=FULL; PostgreSQL fsync on),
@@ -20,6 +23,7 @@ batches of 1 and of 100 events, closed loop with 32 connections:
 acknowledged events per second.
 
     python bench/serving.py load [--sizes 10000,1000000] [--rate 300] [--duration 20] [--repeats 3]
+    python bench/serving.py sweep [--sizes 1000000] [--rates 150,200,250]
     python bench/serving.py feedback [--postgres URL]
 
 Writes (merges into) bench/results/serving.json. Needs ``pip install -e '.[test]'``.
@@ -217,6 +221,33 @@ def bench_load(args: argparse.Namespace) -> dict:
     return {"load": out, "rate": args.rate, "duration": args.duration}
 
 
+def bench_sweep(args: argparse.Namespace) -> dict:
+    """llm4rec alone, open loop at each of ``--rates``: where p99 stays under 20 ms."""
+    from llm4rec.serving.registry import ModelRegistry
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="llm4rec-bench-serving-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for n_items in [int(x) for x in args.sizes.split(",")]:
+        registry, _ = build_registry(n_items, work)
+        _, model = ModelRegistry(registry).load()
+        users = np.random.default_rng(1).choice(model.user_ids, size=5000)
+        del model
+        requests = [["GET", f"/v1/users/{u}/recommendations?k=10", None] for u in users]
+        store = f"sqlite:///{work}/events-{n_items}-{uuid.uuid4().hex[:6]}.db"
+        key = admin_key(store)
+        serve = [sys.executable, "-m", "llm4rec", "serve", "--model", str(registry), "--store", store,
+                 "--port", "{port}", "--workers", "1", "--log-level", "warning"]
+        with Process(serve, work / "serve.log") as server:
+            loadgen(server.port, key, requests, work, duration=3, connections=8)  # warm-up
+            out[str(n_items)] = {}
+            for rate in [float(x) for x in args.rates.split(",")]:
+                r = loadgen(server.port, key, requests, work, rate=rate, duration=args.duration, connections=64)
+                out[str(n_items)][str(rate)] = r
+                print(n_items, rate, json.dumps(r), flush=True)
+    return {"sweep": out, "duration": args.duration}
+
+
 def feedback_requests(batch: int, n_requests: int, user_ids: np.ndarray, item_ids: np.ndarray) -> list:
     rng = np.random.default_rng(batch)
     reqs = []
@@ -269,12 +300,17 @@ def main() -> None:
     load.add_argument("--skip-naive", action="store_true", help="Keep the naive server's earlier numbers.")
     load.add_argument("--repeats", type=int, default=3, help="Open-loop runs per server.")
     load.add_argument("--work", default=None, help="Keep models here (reused by later runs).")
+    sweep = sub.add_parser("sweep")
+    sweep.add_argument("--sizes", default="1000000")
+    sweep.add_argument("--rates", default="150,200,250")
+    sweep.add_argument("--duration", type=float, default=20.0)
+    sweep.add_argument("--work", default=None)
     fb = sub.add_parser("feedback")
     fb.add_argument("--postgres", default=None, help="A server URL; default: a throw-away server")
     fb.add_argument("--duration", type=float, default=10.0)
     fb.add_argument("--work", default=None)
     args = ap.parse_args()
-    result = bench_load(args) if args.what == "load" else bench_feedback(args)
+    result = {"load": bench_load, "sweep": bench_sweep, "feedback": bench_feedback}[args.what](args)
     result["machine"] = f"{os.cpu_count()} cores"
     result["date"] = time.strftime("%Y-%m-%d")
     previous = json.loads(OUT.read_text()) if OUT.exists() else {}
