@@ -42,13 +42,13 @@ commit), so many threads cost one disk flush per group, not one each.
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import math
 import numbers
 import os
 import queue
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +61,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import URL, make_url
 
+from llm4rec._atomic import atomic_write_bytes
 from llm4rec.errors import InputError
 
 if TYPE_CHECKING:
@@ -717,22 +718,12 @@ class EventStore:
             raise InputError("the export's directory does not exist", path=path.parent,
                              expected="an existing directory")
         frame = self.events_frame() if what == "events" else self.impressions_frame(policy)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                if suffix == ".parquet":
-                    frame.write_parquet(fh)
-                else:
-                    frame.write_csv(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        if suffix == ".parquet":
+            frame.write_parquet(buffer)
+        else:
+            frame.write_csv(buffer)
+        atomic_write_bytes(path, buffer.getvalue())
         return frame.height
 
     def bandit_logs(self, policy: str | None = None, n_actions: int | None = None) -> BanditLogs:
