@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 import shutil
 from pathlib import Path
 
@@ -41,3 +42,22 @@ def corrupt_copy(bundle_dir: Path, dest: Path) -> Path:
     raw[len(raw) // 2] ^= 0xFF
     target.write_bytes(bytes(raw))
     return dest
+
+
+def add_key(store_url: str, scopes: list[str], rate: int | None = None) -> str:
+    """A new API key with these scopes in the store at ``store_url``."""
+    from llm4rec.serving import EventStore
+    from llm4rec.serving.auth import hash_key, new_key
+
+    key = new_key()
+    store = EventStore(store_url)
+    store.add_key("k_" + secrets.token_hex(4), "test", hash_key(key), scopes, rate)
+    store.close()
+    return key
+
+
+def model_item_text(index: int) -> dict[str, str]:
+    """The text fields of item ``index`` of the small synthetic data."""
+    attrs = data().item_attrs
+    row = attrs.filter(attrs["item_id"] == str(index)).to_dicts()[0]
+    return {k: str(v) for k, v in row.items() if k != "item_id"}

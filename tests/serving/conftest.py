@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import pg
+from tests.serving import _models, pg
+from tests.serving._models import add_key
 
 POSTGRES_URL_VARIABLE = "LLM4REC_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgresql"]
@@ -65,3 +66,33 @@ def store(store_url: str) -> Iterator:
     finally:
         with contextlib.suppress(Exception):
             s.close()
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """Saved semantic-knn and ALS bundles fitted on the small synthetic data."""
+    root = tmp_path_factory.mktemp("bundles")
+    return {name: _models.bundle(root, name) for name in ("semantic-knn", "als")}
+
+
+@pytest.fixture
+def serve(bundles, store_url, tmp_path):
+    """serve(model name, **settings) -> (TestClient with an admin key, the settings); closed after the test."""
+    from fastapi.testclient import TestClient
+
+    from llm4rec.serving import ServiceSettings, create_app
+
+    clients = []
+
+    def start(name: str = "semantic-knn", scopes=("admin",), **overrides):
+        reg = _models.registry(bundles[name], tmp_path / f"registry-{len(clients)}")
+        settings = ServiceSettings.make(model=reg, store=store_url, reload_interval=0.2, **overrides)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        client.headers["Authorization"] = "Bearer " + add_key(store_url, list(scopes))
+        clients.append(client)
+        return client, settings
+
+    yield start
+    for c in clients:
+        c.__exit__(None, None, None)

@@ -3,49 +3,14 @@
 from __future__ import annotations
 
 import logging
-import secrets
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from llm4rec.models.base import Recommender
-from llm4rec.serving import EventStore, ServiceSettings, create_app
-from llm4rec.serving.auth import hash_key, new_key
+from llm4rec.serving import EventStore
 from tests.serving import _models
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundles")
-    return {name: _models.bundle(root, name) for name in ("semantic-knn", "als")}
-
-
-def add_key(store_url: str, scopes: list[str], rate: int | None = None) -> str:
-    key = new_key()
-    store = EventStore(store_url)
-    store.add_key("k_" + secrets.token_hex(4), "test", hash_key(key), scopes, rate)
-    store.close()
-    return key
-
-
-@pytest.fixture
-def serve(bundles, store_url, tmp_path):
-    """serve(model name, **settings) -> (TestClient with an admin key, the settings); closed after the test."""
-    clients = []
-
-    def start(name: str = "semantic-knn", scopes=("admin",), **overrides):
-        reg = _models.registry(bundles[name], tmp_path / f"registry-{len(clients)}")
-        settings = ServiceSettings.make(model=reg, store=store_url, reload_interval=0.2, **overrides)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        client.headers["Authorization"] = "Bearer " + add_key(store_url, list(scopes))
-        clients.append(client)
-        return client, settings
-
-    yield start
-    for c in clients:
-        c.__exit__(None, None, None)
+from tests.serving._models import add_key, model_item_text
 
 
 def test_known_user_gets_the_models_top_k_with_propensities_and_the_slate_is_logged(serve, bundles, store_url):
@@ -115,12 +80,6 @@ def test_similar_items_and_live_items(serve, bundles):
     found = client.post("/v1/recommendations", json={"query": attrs["title"], "k": 2}).json()
     assert {i["item"] for i in found["items"]} == {"3", "twin-of-3"}
     assert client.get("/v1/items/nope/similar").status_code == 404
-
-
-def model_item_text(index: int) -> dict[str, str]:
-    attrs = _models.data().item_attrs
-    row = attrs.filter(attrs["item_id"] == str(index)).to_dicts()[0]
-    return {k: str(v) for k, v in row.items() if k != "item_id"}
 
 
 def test_id_only_models_refuse_new_items_and_queries(serve):

@@ -36,6 +36,8 @@ def serve_command(
     metrics_key: bool = typer.Option(False, "--metrics-key", help="Put /metrics behind a read key."),
     demo: bool = typer.Option(False, "--demo", help="Train a small semantic-knn model on the built-in synthetic "
                                                     "data (once, in ./llm4rec-demo), serve it, print an admin key."),
+    reports: Path = typer.Option(None, "--reports", help="A directory of result files (evaluate --json, simulate, "
+                                                         "ope) for the dashboard's Reports tab."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve a trained model over HTTP: recommendations, similar items, feedback, live items (/docs lists all)."""
@@ -55,7 +57,8 @@ def serve_command(
     settings = ServiceSettings.make(model=model.resolve(), store=_absolute(store or "llm4rec-events.db"),
                                     policy=policy, candidates=candidates, max_k=max_k, ann_threshold=ann_threshold,
                                     cors_origins=list(cors or []), metrics_key=metrics_key,
-                                    default_k=min(10, max_k))
+                                    default_k=min(10, max_k),
+                                    reports=None if reports is None else _directory(reports, "--reports"))
     from llm4rec.serving.store import EventStore, redact
 
     store_obj = EventStore(settings.store)  # fail here, with a clear message, before any worker starts
@@ -64,11 +67,20 @@ def serve_command(
         console.print(f"[bold]admin key (shown once):[/bold] {key}")
         console.print(f"try: curl -H 'Authorization: Bearer {key}' "  # the built-in data's users are 1..1000
                       f"'http://{host}:{port}/v1/users/1/recommendations?k=5'", soft_wrap=True)
+        console.print(f"web app: http://{host}:{port}/?key={key}  ·  dashboard: "
+                      f"http://{host}:{port}/dashboard?key={key}", soft_wrap=True)
     store_obj.close()
-    console.print(f"serving {model} · store {redact(settings.store)} · http://{host}:{port}/docs")
+    console.print(f"serving {model} · store {redact(settings.store)} · web app http://{host}:{port}/ · API "
+                  f"http://{host}:{port}/docs")
     os.environ.update(settings.to_environment())
     uvicorn.run("llm4rec.serving.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level=log_level)
+
+
+def _directory(path: Path, option: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"{option}: no such directory", path=path, expected="an existing directory")
+    return path.resolve()
 
 
 def _absolute(store: str) -> str:

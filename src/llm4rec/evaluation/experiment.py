@@ -93,4 +93,8 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
         "extra_metrics": result.extra,
         "data_report": data_report(dataset, st),
     }
+    # saved with the model (bundle.json's provenance), so a registry can show how each version scored offline
+    recommender.provenance_["offline_metrics"] = {
+        key: record[key] for key in ("dataset", "protocol", "stage", "seed", "split_fingerprint", "ranking",
+                                     "n_users_evaluated")} | {"metrics": {**result.metrics, **result.extra}}
     return Experiment(record, result, recommender, split)

@@ -315,6 +315,10 @@ def create_app(settings: ServiceSettings, *, service: RecommendationService | No
         audit record holds no personal data."""
         return await compute(service.forget_user, user_id, actor=key["key_id"])
 
+    from llm4rec.serving.admin import add_web_routes
+
+    add_web_routes(app, service, need, compute, ERRORS)
+
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> dict:
         """The process is up."""

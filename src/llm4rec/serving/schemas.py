@@ -39,6 +39,9 @@ class Recommendations(BaseModel):
     policy: str
     model_version: str
     fallback: bool = Field(description="True when nothing personal was known: the non-personalised ranking.")
+    experiment: str | None = Field(None, description="The running experiment that chose the policy and model "
+                                                     "version, if any.")
+    arm: str | None = Field(None, description="The user's arm in that experiment.")
     items: list[Recommended]
 
 
@@ -89,7 +92,9 @@ class Event(_Body):
 
     event_id: str = Field(description="Unique per event: a retried event with the same id is stored once.",
                           min_length=1, max_length=128)
-    type: Literal["impression", "click", "purchase", "rating", "dwell"]
+    type: Literal["impression", "click", "purchase", "rating", "dwell", "like", "dismiss"] = Field(
+        description="click, like, purchase, rating and dwell join the user's history at once (click, like and "
+                    "purchase reward the slate's policy); dismiss hides the item from the user's lists.")
     user: str = Field(min_length=1, max_length=128)
     item: str = Field(min_length=1, max_length=128)
     timestamp: float = Field(description="Unix seconds.")
@@ -155,3 +160,156 @@ class ErrorBody(BaseModel):
         "status": 404, "message": "unknown item '999999'", "expected": "one of the model's items"}}]})
 
     error: dict
+
+
+# ------------------------------------------------------------------ browsing (read scope)
+class Me(BaseModel):
+    key_id: str
+    name: str
+    scopes: list[str]
+
+
+class UserList(BaseModel):
+    users: list[str] = Field(description="User ids starting with the prefix: the model's and those seen in feedback.")
+
+
+class HistoryItem(BaseModel):
+    item: str
+    label: str
+    source: Literal["fit", "feedback"] = Field(description="From the training data, or from feedback since.")
+    type: str | None = Field(None, description="The feedback event's type.")
+    timestamp: float | None = None
+
+
+class UserHistory(BaseModel):
+    user: str
+    known: bool = Field(description="The model was trained on this user.")
+    items: list[HistoryItem] = Field(description="The live history, oldest first.")
+    dismissed: list[str] = Field(description="Items the user dismissed (never recommended to them again).")
+
+
+class ItemLabel(BaseModel):
+    item: str
+    label: str
+
+
+class ItemList(BaseModel):
+    items: list[ItemLabel]
+
+
+class ItemDetail(BaseModel):
+    item: str
+    label: str
+    fields: dict[str, str] = Field(description="The text fields given through PUT /v1/items (empty for items "
+                                               "known from training only).")
+    text: str = Field(description="The item's text as the page shows it (its fields, or its label).")
+    n_interactions: int = Field(description="Interaction events about this item in the store.")
+    users: list[str] = Field(description="Some users who interacted with it, most recent first.")
+    model_version: str
+
+
+# ------------------------------------------------------------------ admin
+class LiveStats(BaseModel):
+    now: float
+    bucket_seconds: int
+    model_version: str
+    n_items: int
+    routes: list[str]
+    series: list[dict] = Field(description="Per bucket: t, requests {route: n}, p50_ms and p99_ms {route: ms}, "
+                                           "errors, events. This worker only.")
+    last_minute: dict = Field(description="requests_per_s, events_per_s, errors, p50_ms, p99_ms.")
+
+
+class OnlineStats(BaseModel):
+    bucket_seconds: int
+    series: list[dict] = Field(description="Per bucket and (model_version, policy, arm): shown, clicks, ctr with "
+                                           "Wilson 95% interval, purchases, conversion with interval.")
+    totals: list[dict]
+
+
+class ArmSpec(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    policy: str | None = Field(None, description="A served policy (default: the service's).")
+    model_version: str | None = Field(None, description="A registry version (default: the current one).")
+    share: float = Field(1.0, gt=0, description="Relative share of the users.")
+
+
+class ExperimentCreate(_Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "explore-vs-greedy", "arms": [{"name": "A", "policy": "greedy", "share": 0.5},
+                                              {"name": "B", "policy": "epsilon-greedy", "share": 0.5}]}]})
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    arms: list[ArmSpec] = Field(min_length=2, max_length=8)
+
+
+class Experiment(BaseModel):
+    name: str
+    arms: list[dict]
+    started: float
+    stopped: float | None
+    active: bool
+
+
+class ExperimentList(BaseModel):
+    experiments: list[Experiment]
+
+
+class Readout(BaseModel):
+    name: str
+    active: bool
+    started: float
+    stopped: float | None
+    arms: list[dict] = Field(description="Per arm: slates, shown, clicks, ctr with Wilson 95% interval.")
+    test: dict = Field(description="Two-proportion z-test of the second arm's CTR against the first's.")
+    off_policy: list[dict] = Field(description="SNIPS estimate of each arm on the others' traffic, with a 95% "
+                                               "interval, beside its online value.")
+
+
+class Audience(BaseModel):
+    item: str
+    k: int
+    users: list[dict] = Field(description="[{user, rank}]: users whose top-k now holds the item (0 = first).")
+    scanned: int = Field(description="Users scored.")
+
+
+class ModelVersion(BaseModel):
+    version: str
+    published: str | None
+    current: bool
+    serving: bool
+    model: str | None
+    created: str | None
+    n_users: int | None
+    n_items: int | None
+    provenance: dict
+    metrics: dict | None = Field(description="Offline metrics saved with the bundle (evaluate --save-model).")
+    protocol: str | None
+    stage: str | None
+
+
+class ModelList(BaseModel):
+    registry: bool = Field(description="False when one bundle is served (no versions to publish or roll back).")
+    serving: str
+    current: str | None
+    versions: list[ModelVersion]
+    reload_failures: int
+    last_reload_error: str | None
+
+
+class PublishRequest(_Body):
+    bundle: str = Field(min_length=1, max_length=4096, description="A bundle directory on the server.")
+
+
+class Published(BaseModel):
+    version: str
+    current: str | None
+
+
+class ReportList(BaseModel):
+    reports: list[dict] = Field(description="[{name, kind, modified}] of the JSON files in the reports directory.")
+
+
+class Report(BaseModel):
+    name: str
+    kind: str
+    data: dict | list

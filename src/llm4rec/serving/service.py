@@ -16,8 +16,11 @@ A request flows ``live history -> candidates -> policy -> logged slate``:
   encoder and fused with the history's ranking by reciprocal-rank fusion.
 - The policy (:mod:`llm4rec.strategies`; greedy by default) picks the slate
   from the candidates, best first, with the propensity of every shown item;
-  the slate is logged in the store before the answer leaves, so the service's
-  own logs are input for ``llm4rec ope``.
+  the slate is logged in the store, so the service's own logs are input for
+  ``llm4rec ope``. Items the user dismissed are never candidates again.
+- During an experiment (:mod:`llm4rec.serving.experiments`) a user's arm
+  decides the policy and/or the model version, and the slate is logged with
+  the probability each other arm would have shown the same items.
 - Feedback is stored durably (idempotent by event id); the first batch that
   mentions a slate teaches its policy (clicks and purchases are reward 1, the
   other shown items 0).
@@ -48,6 +51,7 @@ from llm4rec.errors import InputError
 from llm4rec.models.base import Recommender
 from llm4rec.models.history import Histories
 from llm4rec.serving.settings import ServiceSettings
+from llm4rec.serving.store import DISMISS
 
 __all__ = ["RecommendationService", "ServiceError"]
 
@@ -61,6 +65,8 @@ RECALL_SAMPLE = 200
 SHORTLIST_FACTOR = 10
 #: slates remembered as already learned from (per worker)
 LEARNED_MEMORY = 100_000
+#: words of a query whose part in each recommendation is measured (explain=true)
+MAX_QUERY_WORDS = 16
 
 
 class ServiceError(InputError):
@@ -124,10 +130,21 @@ class _Loaded:
     policies: dict[str, Any] = field(default_factory=dict)
     policy_locks: dict[str, threading.Lock] = field(default_factory=dict)
     lock: _ReadWriteLock = field(default_factory=_ReadWriteLock)
+    cache: dict[str, Any] = field(default_factory=dict)  # what the web app's lookups derive once (browse.py)
 
     @property
     def n_items(self) -> int:
         return self.model.n_items_
+
+
+@dataclass
+class _Candidates:
+    """What a model proposes for one request: int64[c] item indices best first, float32[c] their scores."""
+
+    idx: np.ndarray
+    scores: np.ndarray
+    histories: Histories  # the live history (one row)
+    fallback: bool  # nothing personal known: the non-personalised ranking
 
 
 class RecommendationService:
@@ -143,6 +160,9 @@ class RecommendationService:
         self._learned: OrderedDict[str, None] = OrderedDict()
         self._learned_lock = threading.Lock()
         self._pending: dict[str, Future] = {}  # recommendation id -> its log's commit, until committed
+        self._versions: dict[str, _Loaded] = {}  # model versions an experiment serves beside the current one
+        self._versions_lock = threading.Lock()
+        self.experiment: dict | None = None  # the running experiment (refresh_experiment)
         self.reload_failures = 0
         self.last_reload_error: str | None = None
         self.metrics: Any = None  # llm4rec.serving.metrics.ServiceMetrics, set by the app
@@ -180,6 +200,7 @@ class RecommendationService:
                                  expected="llm4rec publish BUNDLE --registry " + str(self.settings.model))
             version, model = registry.load()
             self._swap(self._prepare(version, model))
+        self.refresh_experiment()
         if watch:
             self._watcher = threading.Thread(target=self._watch, name="llm4rec-watch", daemon=True)
             self._watcher.start()
@@ -206,6 +227,7 @@ class RecommendationService:
             try:
                 self.check_reload()
                 self.sync_items()
+                self.refresh_experiment()
             except Exception as exc:  # noqa: BLE001 - the watcher must survive anything and keep serving
                 log.warning("watcher: %s: %s", type(exc).__name__, exc)
 
@@ -270,29 +292,34 @@ class RecommendationService:
         loaded.ann_recall = float(loaded.retriever.recall_at(queries, k=10))
 
     # ------------------------------------------------------------ histories
-    def live_history(self, loaded: _Loaded, user: str | None, extra: list[str] | None = None) -> tuple[Histories, bool]:
-        """(the user's live history as one dense row, True when it is exactly their fit history)."""
+    def live_history(self, loaded: _Loaded, user: str | None,
+                     extra: list[str] | None = None) -> tuple[Histories, bool, np.ndarray]:
+        """(the user's live history as one dense row, True when it is exactly their fit history, int64[d] the
+        indices of the items they dismissed)."""
         model = loaded.model
         known = user is not None and user in model.users_ and not self.store.is_forgotten(user)
-        events = [] if user is None else [item for item, _ in self.store.user_history(user)]
+        rows = [] if user is None else self.store.user_events(user)
+        events = [item for item, _, kind in rows if kind != DISMISS]
+        gone = [item for item, _, kind in rows if kind == DISMISS and item in model.items_]
+        dismissed = np.asarray(model.items_.index(gone) if gone else [], dtype=np.int64)
         extra = list(extra or [])
         if known:
             index = int(model.users_.index([user])[0])
             if not events and not extra:
-                return model.fit_histories(np.asarray([index])), True
+                return model.fit_histories(np.asarray([index])), True, dismissed
             fit = model.fit_histories(np.asarray([index]))
             ids = model.items_.token(fit.items) + events + extra
-            return model.histories(users=[user], histories=[ids], unknown="skip"), False
-        return model.histories(histories=[events + extra], unknown="skip"), False
+            return model.histories(users=[user], histories=[ids], unknown="skip"), False, dismissed
+        return model.histories(histories=[events + extra], unknown="skip"), False, dismissed
 
     # -------------------------------------------------------------- ranking
     def _ranked(self, loaded: _Loaded, h: Histories, fit_only: bool, n: int,
-                exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The model's best n for one history: (int64[c] item indices, float32[c] scores), c <= n."""
+                seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's best n for one history, ``seen`` (int64 indices) left out: (int64[c] item indices,
+        float32[c] scores), c <= n."""
         from llm4rec.ranking import topk
 
         model = loaded.model
-        seen = h.items if exclude_seen else np.zeros(0, np.int64)
         if h.lengths[0] == 0:  # nothing personal known: the non-personalised ranking
             order = loaded.popular[~np.isin(loaded.popular, seen)][:n]
             return order, model.popularity_[order].astype(np.float32)
@@ -352,40 +379,49 @@ class RecommendationService:
         group, so a request never waits on the disk (the store's WAL checkpoints made the tail latency
         ten times the median, bench/serving.py). What this costs: a crash loses the slates of the last
         uncommitted group (their later clicks still count as events). Learning and forgetting wait for the
-        slates they need (:meth:`flush`)."""
+        slates they need (:meth:`flush`).
+
+        A request that names no policy, from a user, during an experiment, is served by the user's arm.
+        """
         cfg = self.settings
         k = cfg.default_k if k is None else k
         if not 1 <= k <= cfg.max_k:
             raise ServiceError(422, "k out of range", value=k, expected=f"1..{cfg.max_k}")
-        policy = policy or cfg.policy
-        if policy not in cfg.policies:
+        if policy is not None and policy not in cfg.policies:
             raise ServiceError(422, "unknown policy", value=policy, expected="one of " + ", ".join(cfg.policies))
-        loaded = self.loaded
+        experiment = self.experiment if policy is None and user is not None else None
+        arm = None
+        if experiment is not None:
+            from llm4rec.serving.experiments import assign
+
+            arm = assign(experiment["name"], experiment["arms"], user)
+        loaded = self._serving(arm)
+        policy = (arm or {}).get("policy") or policy or cfg.policy
+        request = {"user": user, "history": history, "query": query, "exclude_seen": exclude_seen,
+                   "n": max(cfg.candidates, k)}
         with loaded.lock.read():
             model = loaded.model
-            h, fit_only = self.live_history(loaded, user, history)
-            seen = h.items if exclude_seen else np.zeros(0, np.int64)
-            n = max(cfg.candidates, k)
-            idx, scores = self._ranked(loaded, h, fit_only, n, exclude_seen)
-            fallback = h.lengths[0] == 0 and not query
-            if query:
-                q_idx, q_scores = self._query_ranked(loaded, query, n, seen)
-                if h.lengths[0] == 0:
-                    idx, scores = q_idx, q_scores
-                else:
-                    idx, scores = _fuse(idx, q_idx, n)
-            if len(idx) == 0:
-                raise ServiceError(409, "no item left to recommend", expected="a history that leaves some "
-                                                                              "item unseen")
+            found = self._candidates(loaded, **request)
+            idx, h = found.idx, found.histories
             slate = self._select(loaded, policy, idx, min(k, len(idx)))
-            by_item = dict(zip(idx.tolist(), np.asarray(scores, dtype=np.float64).tolist()))
+            by_item = dict(zip(idx.tolist(), np.asarray(found.scores, dtype=np.float64).tolist()))
             ids = model.items_.token(slate.items)  # not .tokens: that copies the whole vocabulary
             labels = [str(x) for x in model.item_labels_[slate.items]]
             explanations = [self._explain(model, h, item) for item in ids] if explain else [None] * len(ids)
+            if explain and query:
+                for e, words in zip(explanations, self._query_words(loaded, query, slate.items)):
+                    e["query_words"] = words
+            shadow = None
+            if arm is not None:
+                shadow = {other["name"]: self._shadow(other, loaded, found, ids, request)
+                          for other in experiment["arms"] if other["name"] != arm["name"]}
             rec_id = uuid.uuid4().hex
-            logged = self.store.log_recommendation(rec_id, user, policy, loaded.version, ids,
-                                                   [int(a) for a in slate.items],
-                                                   [float(p) for p in slate.propensities], time.time(), wait=False)
+            logged = self.store.log_recommendations([{
+                "recommendation_id": rec_id, "user_id": user, "policy": policy, "model_version": loaded.version,
+                "items": ids, "actions": [int(a) for a in slate.items],
+                "propensities": [float(p) for p in slate.propensities], "timestamp": time.time(),
+                "experiment": None if arm is None else experiment["name"],
+                "arm": None if arm is None else arm["name"], "shadow": shadow}], wait=False)
         if self.metrics is not None:
             self.metrics.slate_served(policy, len(ids))
         items = [{"item": i, "label": lab, "score": by_item[int(a)], "position": j, "propensity": float(p),
@@ -395,7 +431,92 @@ class RecommendationService:
         self._pending[rec_id] = logged
         logged.add_done_callback(functools.partial(self._logged, rec_id))
         return {"recommendation_id": rec_id, "user": user, "policy": policy, "model_version": loaded.version,
-                "fallback": bool(fallback), "items": items}, logged
+                "fallback": found.fallback, "experiment": None if arm is None else experiment["name"],
+                "arm": None if arm is None else arm["name"], "items": items}, logged
+
+    def _candidates(self, loaded: _Loaded, *, user: str | None, history: list[str] | None, query: str | None,
+                    exclude_seen: bool, n: int) -> _Candidates:
+        """The model's n best for the user's live history (and the query), seen and dismissed items left out;
+        call with ``loaded.lock`` held for reading."""
+        h, fit_only, dismissed = self.live_history(loaded, user, history)
+        seen = np.concatenate([h.items if exclude_seen else np.zeros(0, np.int64), dismissed])
+        idx, scores = self._ranked(loaded, h, fit_only, n, seen)
+        if query:
+            q_idx, q_scores = self._query_ranked(loaded, query, n, seen)
+            if h.lengths[0] == 0:
+                idx, scores = q_idx, q_scores
+            else:
+                idx, scores = _fuse(idx, q_idx, n)
+        if len(idx) == 0:
+            raise ServiceError(409, "no item left to recommend", expected="a history that leaves some item unseen")
+        return _Candidates(idx, scores, h, bool(h.lengths[0] == 0 and not query))
+
+    def _shadow(self, arm: dict, served: _Loaded, found: _Candidates, ids: list[str],
+                request: dict[str, Any]) -> list[float]:
+        """P(ids[j] at position j) under ``arm`` for the same request: float per shown position."""
+        loaded = self._serving(arm)
+        name = arm.get("policy") or self.settings.policy
+        if loaded is served:
+            cands, index = found.idx, np.asarray(served.model.items_.index(ids), dtype=np.int64)
+        else:
+            with loaded.lock.read():
+                cands = self._candidates(loaded, **request).idx
+                known = [i for i in ids if i in loaded.model.items_]
+                lookup = dict(zip(known, loaded.model.items_.index(known))) if known else {}
+                index = np.asarray([lookup.get(i, -1) for i in ids], dtype=np.int64)
+        k = min(len(ids), len(cands))
+        policy, lock = self._policy(loaded, name)
+        with lock:
+            marginals = policy.marginals(cands, k)  # (c, k)
+        row = {int(a): r for r, a in enumerate(cands.tolist())}
+        return [float(marginals[row[int(a)], j]) if j < k and int(a) in row else 0.0 for j, a in enumerate(index)]
+
+    def _serving(self, arm: dict | None) -> _Loaded:
+        """The loaded model an arm serves: its model version (loaded once, kept while needed), else the current."""
+        version = None if arm is None else arm.get("model_version")
+        current = self.loaded
+        if version is None or version == current.version:
+            return current
+        loaded = self._versions.get(version)
+        if loaded is None:
+            with self._versions_lock:
+                loaded = self._versions.get(version)
+                if loaded is None:
+                    registry = self.registry
+                    if registry is None:
+                        raise ServiceError(409, "an experiment arm names a model version, but no registry is "
+                                                "served", value=version, expected="llm4rec serve --model REGISTRY")
+                    _, model = registry.load(version)
+                    loaded = self._versions[version] = self._prepare(version, model)
+        return loaded
+
+    def refresh_experiment(self) -> None:
+        """Read the running experiment from the store (every worker serves the same one)."""
+        running = [x for x in self.store.experiments() if x["active"]]
+        self.experiment = running[0] if running else None
+        needed = {a["model_version"] for a in (self.experiment or {"arms": []})["arms"]}
+        for version in [v for v in self._versions if v not in needed]:
+            self._versions.pop(version, None)
+
+    def _by_version(self, version: str) -> _Loaded | None:
+        loaded = self._loaded
+        if loaded is not None and loaded.version == version:
+            return loaded
+        return self._versions.get(version)
+
+    def _query_words(self, loaded: _Loaded, query: str, items: np.ndarray) -> list[list[dict[str, Any]]]:
+        """Per item of int64[n]: [{"word", "weight"}] in the query's order; weight = the drop of the item's
+        cosine with the query when the word is left out (positive: the word drew the item)."""
+        from llm4rec.text import text_encoder
+
+        encoder, table = _text_table(loaded.model)  # a query was ranked, so the model has one
+        tokens = query.split()
+        words = list(dict.fromkeys(tokens))[:MAX_QUERY_WORDS]
+        texts = [query] + [" ".join(t for t in tokens if t != w) or "." for w in words]
+        e = np.asarray(text_encoder(encoder).encode(texts), dtype=np.float32)  # (1 + w, d)
+        sims = e @ table[np.asarray(items, dtype=np.int64)].T  # (1 + w, n)
+        drop = sims[0][None, :] - sims[1:]  # (w, n)
+        return [[{"word": w, "weight": float(drop[i, j])} for i, w in enumerate(words)] for j in range(len(items))]
 
     def _logged(self, rec_id: str, future: Future) -> None:
         self._pending.pop(rec_id, None)
@@ -487,7 +608,6 @@ class RecommendationService:
                 positions = rewards.setdefault(rid, set())
                 if e["type"] in REWARDING and e.get("position") is not None:
                     positions.add(int(e["position"]))
-        loaded = self._loaded
         for rid, clicked in rewards.items():
             with self._learned_lock:
                 if rid in self._learned:
@@ -500,8 +620,8 @@ class RecommendationService:
                 with contextlib.suppress(Exception):
                     pending.result(30.0)
             rec = self.store.recommendation(rid)
-            if loaded is None or rec is None or rec["model_version"] != loaded.version or \
-                    rec["policy"] not in self.settings.policies:
+            loaded = None if rec is None else self._by_version(rec["model_version"])
+            if loaded is None or rec["policy"] not in self.settings.policies:
                 continue
             actions = np.asarray(rec["actions"], dtype=np.int64)
             reward = np.asarray([1.0 if j in clicked else 0.0 for j in range(len(actions))])
@@ -516,15 +636,17 @@ class RecommendationService:
         created = item not in loaded.model.items_
         self._apply_items(loaded, [(0, item, fields)], strict=True)
         self.store.upsert_item(item, fields)
+        for other in list(self._versions.values()):  # an experiment's other model versions
+            self._apply_items(other, [(0, item, fields)], strict=False)
         return {"item": item, "created": created, "model_version": loaded.version, "n_items": loaded.n_items}
 
     def sync_items(self) -> None:
         """Apply items other workers added since this one last looked."""
-        loaded = self._loaded
-        if loaded is not None:
-            rows = self.store.items_since(loaded.items_seq)
-            if rows:
-                self._apply_items(loaded, rows, strict=False)
+        for loaded in [self._loaded, *list(self._versions.values())]:
+            if loaded is not None:
+                rows = self.store.items_since(loaded.items_seq)
+                if rows:
+                    self._apply_items(loaded, rows, strict=False)
 
     def _apply_items(self, loaded: _Loaded, rows: list[tuple[int, str, dict]], *, strict: bool) -> None:
         import polars as pl

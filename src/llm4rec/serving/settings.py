@@ -49,6 +49,10 @@ class ServiceSettings(BaseModel):
     compute_threads: int = Field(2, ge=1, description="Requests computed at once per worker process (more "
                                                        "only contend for Python's GIL: use workers for cores).")
     threads: int | None = Field(None, ge=1, description="Threads of faiss searches (default: faiss's own).")
+    reports: Path | None = Field(None, description="A directory of offline result files (evaluate --json, "
+                                                   "simulate, ope) the dashboard charts.")
+    audience_users: int = Field(100_000, ge=1, description="Users scored when the dashboard asks which users an "
+                                                           "item would be recommended to.")
 
     @field_validator("policies")
     @classmethod

@@ -73,11 +73,13 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_TYPES", "INTERACTIONS", "REWARDING", "EventStore", "normalise_url", "redact"]
 
 #: every event type the store takes
-EVENT_TYPES = ("impression", "click", "purchase", "rating", "dwell")
+EVENT_TYPES = ("impression", "click", "purchase", "rating", "dwell", "like", "dismiss")
 #: the event types that make up a user's history
-INTERACTIONS = ("click", "purchase", "rating", "dwell")
+INTERACTIONS = ("click", "purchase", "rating", "dwell", "like")
 #: the event types that give a shown item reward 1 in the logged bandit feedback
-REWARDING = ("click", "purchase")
+REWARDING = ("click", "purchase", "like")
+#: the event type that hides an item from the user's lists from then on
+DISMISS = "dismiss"
 
 MAX_ID_CHARS = 128
 #: a writer's group stops taking queued jobs once it holds this many rows
@@ -116,7 +118,12 @@ recommendations_table = sa.Table(
     sa.Column("policy", sa.String, nullable=False),
     sa.Column("model_version", sa.String, nullable=False),
     sa.Column("timestamp", sa.Float, nullable=False, index=True),
+    sa.Column("experiment", sa.String),  # the experiment and arm the user was in, if any
+    sa.Column("arm", sa.String),
+    sa.Column("shadow", sa.Text),  # JSON {other arm: [P(shown item j at position j) under that arm]}
 )
+#: columns added to ``recommendations`` after its first release (added to older stores when opened)
+_ADDED_COLUMNS = {"experiment": "VARCHAR", "arm": "VARCHAR", "shadow": "TEXT"}
 
 impressions_table = sa.Table(
     "impressions", metadata,
@@ -163,6 +170,14 @@ audit_table = sa.Table(
     sa.Column("details", sa.JSON, nullable=False),
 )
 
+experiments_table = sa.Table(
+    "experiments", metadata,
+    sa.Column("name", sa.String(MAX_ID_CHARS), primary_key=True),
+    sa.Column("arms", sa.JSON, nullable=False),  # [{"name", "policy", "model_version", "share"}]
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("stopped", sa.Float),
+)
+
 meta_table = sa.Table(
     "meta", metadata,
     sa.Column("key", sa.String, primary_key=True),
@@ -170,17 +185,19 @@ meta_table = sa.Table(
 )
 
 #: the request path's reads (see EventStore._select)
-_HISTORY_SQL = (f"SELECT item_id, timestamp FROM events WHERE user_id = ? AND type IN "
-                f"({', '.join('?' * len(INTERACTIONS))}) ORDER BY timestamp, seq")
+_HISTORY_SQL = (f"SELECT item_id, timestamp, type FROM events WHERE user_id = ? AND type IN "
+                f"({', '.join('?' * (len(INTERACTIONS) + 1))}) ORDER BY timestamp, seq")
 _FORGOTTEN_SQL = "SELECT 1 FROM forgotten WHERE user_hmac = ?"
 
 EVENT_FIELDS = ("event_id", "type", "user_id", "item_id", "timestamp", "recommendation_id", "position", "value")
 SLATE_FIELDS = ("recommendation_id", "user_id", "policy", "model_version", "items", "actions", "propensities",
-                "timestamp")
+                "timestamp", "experiment", "arm", "shadow")
+_OPTIONAL_SLATE_FIELDS = ("user_id", "experiment", "arm", "shadow")
 
 
 #: the writer's statements (see EventStore._commit_group)
-_SLATE_COLUMNS = ("recommendation_id", "user_id", "policy", "model_version", "timestamp")
+_SLATE_COLUMNS = ("recommendation_id", "user_id", "policy", "model_version", "timestamp", "experiment", "arm",
+                  "shadow")
 _IMPRESSION_COLUMNS = ("recommendation_id", "position", "item_id", "action", "propensity")
 _INSERT_EVENT = (f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ({', '.join('?' * len(EVENT_FIELDS))}) "
                  "ON CONFLICT (event_id) DO NOTHING")
@@ -296,13 +313,21 @@ def _event(i: int, given: object) -> dict[str, Any]:
 
 def _slate(where: str, given: object) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A served slate checked: (its recommendations row, its impressions rows)."""
-    r = _fields(where, given, SLATE_FIELDS, [f for f in SLATE_FIELDS if f != "user_id"])
+    r = _fields(where, given, SLATE_FIELDS, [f for f in SLATE_FIELDS if f not in _OPTIONAL_SLATE_FIELDS])
     rid = _text(where, "recommendation_id", r["recommendation_id"], limit=MAX_ID_CHARS)
+    shadow = r.get("shadow")
+    if shadow is not None:
+        if not isinstance(shadow, dict) or not all(isinstance(v, list) for v in shadow.values()):
+            raise _bad(where, "shadow", "not a dict of lists", shadow, "{arm name: [probability per position]}")
+        shadow = json.dumps(_json(f"{where}: shadow", shadow), allow_nan=False)
     row = {"recommendation_id": rid,
            "user_id": _text(where, "user_id", r.get("user_id"), optional=True),
            "policy": _text(where, "policy", r["policy"]),
            "model_version": _text(where, "model_version", r["model_version"]),
-           "timestamp": _number(where, "timestamp", r["timestamp"])}
+           "timestamp": _number(where, "timestamp", r["timestamp"]),
+           "experiment": _text(where, "experiment", r.get("experiment"), optional=True),
+           "arm": _text(where, "arm", r.get("arm"), optional=True),
+           "shadow": shadow}
     lists = {}
     for field in ("items", "actions", "propensities"):
         value = r[field]
@@ -382,6 +407,7 @@ class EventStore:
                 if self.dialect == "postgresql":
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))
                 metadata.create_all(conn)
+                _add_columns(conn)
                 conn.execute(self._insert(meta_table).values(key="secret", value=secrets.token_hex(32))
                              .on_conflict_do_nothing(index_elements=["key"]))
                 stored = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "secret")).scalar_one()
@@ -603,7 +629,12 @@ class EventStore:
 
     def user_history(self, user_id: str) -> list[tuple[str, float]]:
         """(item_id, timestamp) of the user's :data:`INTERACTIONS`, oldest first (ties: in insertion order)."""
-        return [(item, float(ts)) for item, ts in self._select(_HISTORY_SQL, (user_id, *INTERACTIONS))]
+        return [(item, ts) for item, ts, kind in self.user_events(user_id) if kind != DISMISS]
+
+    def user_events(self, user_id: str) -> list[tuple[str, float, str]]:
+        """(item_id, timestamp, type) of the user's :data:`INTERACTIONS` and dismissals, oldest first (one read)."""
+        return [(item, float(ts), kind) for item, ts, kind in
+                self._select(_HISTORY_SQL, (user_id, *INTERACTIONS, DISMISS))]
 
     def count_events(self) -> int:
         with self._engine.connect() as conn:
@@ -693,6 +724,48 @@ class EventStore:
         with self._engine.connect() as conn:
             return {policy: (int(shown), int(rewarded or 0)) for policy, shown, rewarded in conn.execute(stmt)}
 
+    def online_counts(self, since: float = 0.0, bucket: float = 300.0,
+                      experiment: str | None = None) -> pl.DataFrame:
+        """Shown items per time bucket and (model_version, policy, arm), counted in the database.
+
+        Columns: t (bucket start, unix seconds), model_version, policy, arm, slates (slates served), shown,
+        clicks (shown items a :data:`REWARDING` event names), purchases. Slates served at or after
+        ``since``; of ``experiment`` only, if given. No user id.
+        """
+        import polars as pl
+
+        e, r, i = events_table, recommendations_table, impressions_table
+        bought = sa.exists().where(e.c.recommendation_id == i.c.recommendation_id, e.c.position == i.c.position,
+                                   e.c.type == "purchase").correlate(i)
+        ratio = r.c.timestamp / float(bucket)
+        slot = sa.cast(ratio, sa.Integer) if self.dialect == "sqlite" else sa.func.floor(ratio)  # ts > 0
+        stmt = sa.select(slot.label("slot"), r.c.model_version, r.c.policy, r.c.arm,
+                         sa.func.sum(sa.case((i.c.position == 0, 1), else_=0)), sa.func.count(),
+                         sa.func.sum(self._reward()), sa.func.sum(sa.case((bought, 1.0), else_=0.0))) \
+            .select_from(i).join(r, r.c.recommendation_id == i.c.recommendation_id) \
+            .where(r.c.timestamp >= since).group_by("slot", r.c.model_version, r.c.policy, r.c.arm)
+        if experiment is not None:
+            stmt = stmt.where(r.c.experiment == experiment)
+        with self._engine.connect() as conn:
+            rows = [(float(t) * bucket, v, p, a, int(sl), int(n), float(c or 0), float(b or 0))
+                    for t, v, p, a, sl, n, c, b in conn.execute(stmt)]
+        schema = {"t": pl.Float64, "model_version": pl.Utf8, "policy": pl.Utf8, "arm": pl.Utf8,
+                  "slates": pl.Int64, "shown": pl.Int64, "clicks": pl.Float64, "purchases": pl.Float64}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def experiment_impressions(self, experiment: str) -> pl.DataFrame:
+        """One row per item shown in ``experiment``: arm, position, propensity, shadow (the slate's JSON),
+        reward (1.0 if a :data:`REWARDING` event names it). No user id."""
+        import polars as pl
+
+        sql = ("SELECT r.arm, i.position, i.propensity, r.shadow, CASE WHEN EXISTS (SELECT 1 FROM events e "
+               "WHERE e.recommendation_id = i.recommendation_id AND e.position = i.position AND e.type IN "
+               f"({', '.join('?' * len(REWARDING))})) THEN 1.0 ELSE 0.0 END FROM impressions i JOIN "
+               "recommendations r ON r.recommendation_id = i.recommendation_id WHERE r.experiment = ?")
+        schema = {"arm": pl.Utf8, "position": pl.Int64, "propensity": pl.Float64, "shadow": pl.Utf8,
+                  "reward": pl.Float64}
+        return pl.DataFrame(self._select(sql, (*REWARDING, experiment)), schema=schema, orient="row")
+
     def export(self, path: str | Path, what: str = "events", policy: str | None = None, *,
                overwrite: bool = False) -> int:
         """Write :meth:`events_frame` or :meth:`impressions_frame` to a Parquet or CSV file (by its suffix).
@@ -760,6 +833,14 @@ class EventStore:
             return int(conn.execute(t.insert().values(item_id=item_id, fields=fields, timestamp=time.time())
                                     .returning(t.c.seq)).scalar_one())
 
+    def item_fields(self, item_id: str) -> dict | None:
+        """The fields last stored for an item through :meth:`upsert_item`, or None."""
+        t = items_table
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.fields).where(t.c.item_id == item_id).order_by(t.c.seq.desc())
+                               .limit(1)).first()
+        return None if row is None else row[0]
+
     def items_since(self, seq: int) -> list[tuple[int, str, dict]]:
         """(seq, item_id, fields) of the items upserted after ``seq``, ascending; the newest version of each."""
         t = items_table
@@ -816,6 +897,66 @@ class EventStore:
             conn.execute(k.update().where(k.c.key_id == key_id, k.c.revoked.is_(None)).values(revoked=time.time()))
             return conn.execute(sa.select(k.c.key_id).where(k.c.key_id == key_id)).first() is not None
 
+    # ---------------------------------------------------------- experiments
+    def add_experiment(self, name: str, arms: list[dict]) -> dict:
+        """Start an experiment (``arms``: [{"name", "policy", "model_version", "share"}]); InputError (409) if
+        another one is running or the name was used before."""
+        name = _text("experiment", "name", name, limit=MAX_ID_CHARS)
+        arms = _json(f"the arms of experiment {name!r}", arms)
+        x = experiments_table
+        with self._write() as conn:
+            if conn.execute(sa.select(x.c.name).where(x.c.name == name)).first() is not None:
+                raise _conflict(f"an experiment named {name!r} exists", name, "a new experiment name")
+            running = conn.execute(sa.select(x.c.name).where(x.c.stopped.is_(None))).first()
+            if running is not None:
+                raise _conflict(f"experiment {running[0]!r} is still running", running[0],
+                                "stop it first (one experiment at a time)")
+            conn.execute(x.insert().values(name=name, arms=arms, started=time.time(), stopped=None))
+        return self.experiment(name)
+
+    def stop_experiment(self, name: str) -> dict | None:
+        """Stop a running experiment (a stopped one stays stopped); None if there is no such experiment."""
+        x = experiments_table
+        with self._write() as conn:
+            conn.execute(x.update().where(x.c.name == name, x.c.stopped.is_(None)).values(stopped=time.time()))
+        return self.experiment(name)
+
+    def experiment(self, name: str) -> dict | None:
+        """{"name", "arms", "started", "stopped", "active"} or None."""
+        found = [x for x in self.experiments() if x["name"] == name]
+        return found[0] if found else None
+
+    def experiments(self) -> list[dict]:
+        """Every experiment, newest first."""
+        x = experiments_table
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(x).order_by(x.c.started.desc())).all()
+        return [{"name": row.name, "arms": row.arms, "started": float(row.started),
+                 "stopped": None if row.stopped is None else float(row.stopped), "active": row.stopped is None}
+                for row in rows]
+
+    # ------------------------------------------------------------- browsing
+    def user_ids(self, prefix: str, limit: int) -> list[str]:
+        """Users with events whose id starts with ``prefix`` (sorted, at most ``limit``)."""
+        e = events_table
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(e.c.user_id).where(e.c.user_id.like(pattern, escape="\\")).distinct()
+                                .order_by(e.c.user_id).limit(limit)).all()
+        return [row[0] for row in rows]
+
+    def item_activity(self, item_id: str, limit: int) -> tuple[int, list[str]]:
+        """(the item's interaction events, up to ``limit`` of the users behind them, most recent first)."""
+        e = events_table
+        with self._engine.connect() as conn:
+            n = conn.execute(sa.select(sa.func.count()).select_from(e)
+                             .where(e.c.item_id == item_id, e.c.type.in_(INTERACTIONS))).scalar_one()
+            last = sa.func.max(e.c.seq).label("last")
+            rows = conn.execute(sa.select(e.c.user_id, last).where(e.c.item_id == item_id,
+                                                                   e.c.type.in_(INTERACTIONS))
+                                .group_by(e.c.user_id).order_by(last.desc()).limit(limit)).all()
+        return int(n), [row[0] for row in rows]
+
     # -------------------------------------------------------------- privacy
     def forget_user(self, user_id: str, actor: str) -> dict[str, int]:
         """Delete the user's events and served slates, remember an HMAC of the id, audit it; one transaction.
@@ -863,6 +1004,20 @@ class EventStore:
             return [{"id": int(row.id), "timestamp": float(row.timestamp), "action": row.action,
                      "actor": row.actor, "details": row.details}
                     for row in conn.execute(sa.select(a).order_by(a.c.id))]
+
+
+def _conflict(problem: str, value: object, expected: str) -> InputError:
+    error = InputError(problem, value=value, expected=expected)
+    error.status = 409  # the app answers with this status
+    return error
+
+
+def _add_columns(conn: sa.Connection) -> None:
+    """Add the columns of :data:`_ADDED_COLUMNS` to a store made before them (nothing else changes)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("recommendations")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE recommendations ADD COLUMN {name} {kind}")
 
 
 def _placeholders(cursor: Any, sqlite: bool) -> Callable[..., Any]:

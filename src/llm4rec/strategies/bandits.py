@@ -120,6 +120,14 @@ class EpsilonGreedy(_Arms):
         props = eps / len(cands) + (1.0 - eps) * (order == greedy)
         return Slate(cands[order], props)
 
+    def marginals(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """Exact: eps_t / c everywhere plus (1 - eps_t) on the greedy top-k of the candidates."""
+        cands, k = check_request(candidates, k, self.n_actions)
+        eps = self.epsilon_now()
+        probs = np.full((len(cands), k), eps / len(cands))
+        probs[top_k(self._means()[cands], k), np.arange(k)] += 1.0 - eps
+        return probs
+
     def distribution(self, contexts: np.ndarray | None, n_rounds: int, k: int) -> np.ndarray:
         """Exact: eps_t / n_actions everywhere plus (1 - eps_t) on the greedy top-k."""
         k = self._check_k(k)
@@ -155,6 +163,13 @@ class UCB1(_Arms):
         cands, k = check_request(candidates, k, self.n_actions)
         return Slate(cands[top_k(self._index()[cands], k)], np.ones(k))
 
+    def marginals(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """Exact: 1 on the candidates' top-k by upper confidence bound."""
+        cands, k = check_request(candidates, k, self.n_actions)
+        probs = np.zeros((len(cands), k))
+        probs[top_k(self._index()[cands], k), np.arange(k)] = 1.0
+        return probs
+
     def distribution(self, contexts: np.ndarray | None, n_rounds: int, k: int) -> np.ndarray:
         """Exact: 1 on the top-k by upper confidence bound."""
         k = self._check_k(k)
@@ -176,6 +191,17 @@ class _Sampling(_Arms):
         draws = self._draws(cands, 1 + self.config["propensity_samples"])  # (1 + m, c) row 0 decides
         order = top_k(draws[0], k)
         return Slate(cands[order], rank_frequencies(draws[1:], order))
+
+    def marginals(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """Monte Carlo over ``propensity_samples`` posterior draws of the candidates, from a generator of
+        their own (seeded by the policy's seed and rounds), so the serving stream is not disturbed."""
+        cands, k = check_request(candidates, k, self.n_actions)
+        rng, self.rng = self.rng, np.random.default_rng([self.seed, self.rounds_])
+        try:
+            draws = self._draws(cands, self.config["propensity_samples"])
+        finally:
+            self.rng = rng
+        return position_frequencies(draws, k)
 
     def distribution(self, contexts: np.ndarray | None, n_rounds: int, k: int) -> np.ndarray:
         """Monte Carlo over ``propensity_samples`` posterior draws of every arm (read-only broadcast)."""

@@ -26,3 +26,8 @@ class Greedy(Policy):
         """``candidates[:k]`` with propensities 1."""
         cands, k = check_request(candidates, k, self.n_actions)
         return Slate(cands[:k].copy(), np.ones(k))
+
+    def marginals(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """float64[c, k]: 1 where candidate j is at position j, else 0."""
+        cands, k = check_request(candidates, k, self.n_actions)
+        return np.eye(len(cands), k)

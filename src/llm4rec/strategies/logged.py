@@ -36,6 +36,12 @@ class UniformPolicy(Policy):
         items = self.rng.choice(candidates, size=k, replace=False)
         return Slate(items=items, propensities=np.full(k, 1.0 / len(candidates)))
 
+    def marginals(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """float64[c, k], every entry 1/c."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        _check_k(k, len(candidates))
+        return np.full((len(candidates), k), 1.0 / len(candidates))
+
     def distribution(self, contexts: np.ndarray | None, n_rounds: int, k: int) -> np.ndarray:
         """float64[n_rounds, n_actions, k], every entry 1/n_actions (a read-only broadcast view)."""
         _check_k(k, self.n_actions)

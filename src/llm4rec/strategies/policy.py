@@ -131,6 +131,15 @@ class Policy(ABC):
         raise InputError(f"policy {self.name!r} has no action distribution for off-policy evaluation",
                          expected="a policy that implements distribution()")
 
+    def marginals(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """float64[c, k]: P(candidates[i] at position j) if ``select`` were called now; the policy is unchanged.
+
+        Used to log, beside a served slate, what another policy would have shown (the off-policy estimate
+        of an experiment's other arm). Fixed and context-free policies implement it; the default raises.
+        """
+        raise InputError(f"policy {self.name!r} has no per-request marginals", expected="greedy, uniform, "
+                         "epsilon-greedy, ucb1, thompson or gaussian-thompson")
+
     # ------------------------------------------------------------ save/load
     def _state(self) -> dict[str, np.ndarray]:
         return {}
