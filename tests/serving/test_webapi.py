@@ -273,3 +273,23 @@ def test_an_older_store_gains_the_experiment_columns_and_keeps_its_rows(tmp_path
         assert counts.select("t", "arm", "slates", "shown").rows() == [(0.0, "A", 1, 1), (0.0, None, 1, 1)]
     finally:
         again.close()
+
+
+def test_reports_endpoints_list_and_read_result_files(serve, tmp_path):
+    import json
+
+    from llm4rec.evaluation.experiment import run_experiment
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    record = run_experiment(_models.data(), "pop", protocol="P-LOO", seed=1, stage="valid").record
+    (reports / "pop.json").write_text(json.dumps(record))
+    (reports / "notes.txt").write_text("not a report")
+    client, _ = serve(reports=reports)
+    listed = client.get("/v1/admin/reports").json()["reports"]
+    assert [(r["name"], r["kind"]) for r in listed] == [("pop.json", "evaluate")]
+    got = client.get("/v1/admin/reports/pop.json").json()
+    assert got["kind"] == "evaluate" and got["data"]["metrics"] == pytest.approx(record["metrics"])
+    for bad in ("notes.txt", "..%2Fsecret.json", "missing.json"):
+        r = client.get(f"/v1/admin/reports/{bad}")
+        assert r.status_code == 404 and r.json()["error"]["message"]

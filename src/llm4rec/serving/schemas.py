@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -311,5 +311,6 @@ class ReportList(BaseModel):
 
 class Report(BaseModel):
     name: str
-    kind: str
-    data: dict | list
+    kind: str = Field(description="evaluate, compare, simulate, ope, training or json (anything else).")
+    modified: float
+    data: Any = Field(description="The file's JSON (non-finite numbers as null).")
