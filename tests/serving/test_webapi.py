@@ -155,6 +155,7 @@ def test_experiment_readout_with_known_click_rates_and_off_policy_estimates(serv
     ope = {(o["target_arm"], o["logging_arm"]): o for o in out["off_policy"]}
     est = ope[("greedy", "uniform")]
     assert est["supported"] and est["low"] <= 0.6 <= est["high"] and abs(est["value"] - 0.6) < 0.15
+    assert est["ess"] > 30  # about 1 in 20 of uniform's impressions is what greedy would have shown
     assert not ope[("uniform", "greedy")]["supported"] and "deterministic" in ope[("uniform", "greedy")]["note"]
 
     assert client.post("/v1/admin/experiments", json={"name": "second", "arms": arms}).status_code == 409

@@ -186,7 +186,8 @@ def add_web_routes(app: FastAPI, service: RecommendationService, need: Any, comp
                 version = registry.rollback()
         except InputError as exc:
             status = 404 if action == "activate" and "no such model version" in exc.problem else 422
-            raise ServiceError(status, str(exc), expected=exc.expected) from None
+            raise ServiceError(status, exc.problem, path=exc.path, value=exc.value, expected=exc.expected,
+                               hint=exc.hint) from None
         service.store.audit(action, actor, {"version": version} | ({"bundle": bundle} if bundle else {}))
         service.check_reload()
         return {"version": version, "current": registry.history().get("version")}

@@ -163,7 +163,8 @@ class _Observe:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            route = getattr(scope.get("route"), "path", None) or \
+                ("/static" if scope["path"].startswith("/static/") else "(unmatched)")
             seconds = time.perf_counter() - start
             self.metrics.observe(route, scope["method"], status[0], seconds)
             access_log.info("%s %s %d %.1fms", scope["method"], route, status[0], seconds * 1000)

@@ -29,6 +29,8 @@ __all__ = ["assign", "check_arms", "online_series", "readout", "two_proportion",
 
 #: normal quantile of a two-sided 95% interval
 Z95 = 1.959963984540054
+#: off-policy estimates on fewer effective samples than this are marked unsupported
+MIN_ESS = 30
 
 
 def check_arms(arms: list[dict], policies: list[str], versions: list[str] | None) -> list[dict]:
@@ -146,10 +148,16 @@ def _off_policy(target: dict, logging: dict, shown: pl.DataFrame, per_arm: list[
     if weight.sum() <= 0:
         return {**out, "note": "the target arm would never have shown what the logging arm showed"}
     value, low, high = _snips(rows["reward"].to_numpy(), weight)
+    ess = float(weight.sum() ** 2 / (weight ** 2).sum())  # Kish's effective sample size
     deterministic = bool((rows["propensity"].to_numpy() >= 1.0).all())
-    note = ("the logging arm is deterministic, so items it never shows are not covered: the estimate is "
-            "biased wherever the target would show them" if deterministic and (target_p < 1).any() else "")
-    return {**out, "value": value, "low": low, "high": high, "supported": not note, "note": note}
+    if deterministic and (target_p < 1).any():
+        note = ("the logging arm is deterministic, so items it never shows are not covered: the estimate is "
+                "biased wherever the target would show them")
+    elif ess < MIN_ESS:
+        note = f"only {ess:.0f} effective samples: too few for a reliable interval (wait for more traffic)"
+    else:
+        note = ""
+    return {**out, "value": value, "low": low, "high": high, "ess": ess, "supported": not note, "note": note}
 
 
 def online_series(counts: pl.DataFrame, bucket: int) -> dict[str, Any]:
