@@ -137,8 +137,7 @@ def add_web_routes(app: FastAPI, service: RecommendationService, need: Any, comp
         found = service.store.experiment(name)
         if found is None:
             raise ServiceError(404, "no such experiment", value=name, expected="a name from GET /v1/admin/experiments")
-        store = service.store
-        return readout(found, store.online_counts(0.0, 1e12, experiment=name), store.experiment_impressions(name))
+        return readout(found, service.store.experiment_impressions(name))
 
     @app.get("/v1/admin/experiments/{name}", response_model=Readout, responses=errors, tags=["dashboard"])
     async def read_experiment(name: str = PathParam(..., **ID_PATH), key: dict = need("admin")) -> dict:

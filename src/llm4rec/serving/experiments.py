@@ -109,16 +109,16 @@ def _snips(reward: np.ndarray, weight: np.ndarray) -> tuple[float, float, float]
     return value, value - Z95 * se, value + Z95 * se
 
 
-def readout(experiment: dict, counts: pl.DataFrame, shown: pl.DataFrame, alpha: float = 0.05) -> dict[str, Any]:
-    """The readout of ``experiment`` (as stored) from its counts (``EventStore.online_counts``, one bucket)
-    and its impressions (``EventStore.experiment_impressions``)."""
+def readout(experiment: dict, shown: pl.DataFrame, alpha: float = 0.05) -> dict[str, Any]:
+    """The readout of ``experiment`` (as stored) from its impressions (``EventStore.experiment_impressions``)."""
     per_arm = []
     for arm in experiment["arms"]:
-        rows = counts.filter(counts["arm"] == arm["name"])
-        n, clicks = int(rows["shown"].sum()), float(rows["clicks"].sum())
+        rows = shown.filter(shown["arm"] == arm["name"])
+        n, clicks = rows.height, float(rows["reward"].sum()) if rows.height else 0.0
         ctr, low, high = wilson(clicks, n)
-        per_arm.append({**arm, "slates": int(rows["slates"].sum()), "shown": n, "clicks": int(clicks), "ctr": ctr,
-                        "ctr_low": low, "ctr_high": high})
+        slates = int((rows["position"] == 0).sum()) if rows.height else 0
+        per_arm.append({**arm, "slates": slates, "shown": n, "clicks": int(clicks), "ctr": ctr, "ctr_low": low,
+                        "ctr_high": high})
     a, b = per_arm[0], per_arm[1]
     test = {"method": "two-proportion z-test", "arms": [a["name"], b["name"]],
             **two_proportion(a["clicks"], a["shown"], b["clicks"], b["shown"])}
