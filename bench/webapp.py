@@ -212,7 +212,8 @@ check();
 
 
 def bench_browser(args: argparse.Namespace) -> dict:
-    from tests.serving.browser import Server, create_key, make_driver
+    from tests.serving._server import Server, create_key
+    from tests.serving.browser import make_driver
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

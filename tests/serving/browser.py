@@ -1,7 +1,8 @@
-"""Helpers of the browser tests: a real ``llm4rec serve`` process, API keys, headless Chromium driven by Selenium.
+"""Helpers of the browser tests: headless Chromium driven by Selenium, and what every test does with it.
 
-The browser is Debian's (``/usr/bin/chromium`` with ``/usr/bin/chromedriver``), never a downloaded one: the
-driver is started with an explicit ``Service(executable_path=...)`` so selenium-manager has nothing to fetch.
+The server is :mod:`tests.serving._server`'s. The browser is Debian's (``/usr/bin/chromium`` with
+``/usr/bin/chromedriver``), never a downloaded one: the driver is started with an explicit
+``Service(executable_path=...)`` so selenium-manager has nothing to fetch.
 Every server and browser is on the loopback interface and stopped by the test that started it.
 """
 
@@ -9,86 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 #: when set, every screenshot is also copied into this directory (the README's images)
 SCREENSHOTS_VARIABLE = "LLM4REC_SCREENSHOTS"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def llm4rec(*args: str, timeout: float = 120) -> str:
-    """Run the ``llm4rec`` command in a child process; its stdout (fails the test on a non-zero exit)."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "llm4rec", *args], check=False, capture_output=True, text=True,
-                          env=env, timeout=timeout)
-    assert done.returncode == 0, f"llm4rec {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-def create_key(store: str, scopes: str, name: str = "browser test") -> str:
-    """A new API key made by ``llm4rec keys create`` (it prints the key alone on stdout)."""
-    return llm4rec("keys", "create", "--store", store, "--name", name, "--scopes", scopes).strip().splitlines()[-1]
-
-
-class Server:
-    """``llm4rec serve`` in a child process on a free loopback port."""
-
-    def __init__(self, model: Path, store: str, log: Path, **options: str) -> None:
-        self.model, self.store, self.log, self.options = model, store, log, options
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> Server:
-        args = [sys.executable, "-m", "llm4rec", "serve", "--model", str(self.model), "--store", self.store,
-                "--port", str(self.port), "--log-level", "warning"]
-        for key, value in self.options.items():
-            args += [f"--{key.replace('_', '-')}", value]
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(args, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"server not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def client(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def make_driver(tmp_path: Path, width: int = 1280, height: int = 900) -> Any:

@@ -5,69 +5,20 @@ Loopback only, a bounded number of requests, and every server is stopped by the 
 
 from __future__ import annotations
 
-import os
-import secrets
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from llm4rec.serving import EventStore
-from llm4rec.serving.auth import hash_key, new_key
 from llm4rec.serving.registry import ModelRegistry
 from tests.serving import _models
+from tests.serving._models import add_key
+from tests.serving._server import Server
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``llm4rec serve`` in a child process on a free loopback port."""
-
-    def __init__(self, model: Path, store: str, log: Path, **options: str) -> None:
-        self.model, self.store, self.log, self.options = model, store, log, options
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 90.0) -> Server:
-        args = [sys.executable, "-m", "llm4rec", "serve", "--model", str(self.model), "--store", self.store,
-                "--port", str(self.port), "--log-level", "warning"]
-        for key, value in self.options.items():
-            args += [f"--{key.replace('_', '-')}", value]
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(args, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.kill()
-        raise AssertionError(f"server not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +27,10 @@ def bundle_dirs(tmp_path_factory):
     return _models.bundle(root, "semantic-knn"), _models.bundle(root, "semantic-knn", n_items=120)
 
 
-def api_key(store_url: str, scopes: list[str]) -> str:
-    key = new_key()
-    store = EventStore(store_url)
-    store.add_key("k_" + secrets.token_hex(4), "test", hash_key(key), scopes, None)
-    store.close()
-    return key
-
-
 def test_sigkill_mid_burst_loses_no_acknowledged_event_and_retries_make_no_duplicates(bundle_dirs, store_url,
                                                                                        tmp_path):
     reg = _models.registry(bundle_dirs[0], tmp_path / "registry")
-    key = api_key(store_url, ["write"])
+    key = add_key(store_url, ["write"])
     server = Server(reg, store_url, tmp_path / "server.log").start()
     batches = [[{"event_id": f"b{b}-e{i}", "type": "click", "user": f"u{b % 17}", "item": str(1 + (b * 7 + i) % 100),
                  "timestamp": float(b * 100 + i)} for i in range(20)] for b in range(400)]
@@ -137,7 +80,7 @@ def test_reload_under_load_drops_no_request_and_a_corrupt_version_is_refused(bun
     store_url = f"sqlite:///{tmp_path}/events.db"
     reg_dir = _models.registry(bundle_dirs[0], tmp_path / "registry")
     registry = ModelRegistry(reg_dir)
-    key = api_key(store_url, ["read"])
+    key = add_key(store_url, ["read"])
     server = Server(reg_dir, store_url, tmp_path / "server.log").start()
     statuses: list[int] = []
     versions: list[str] = []

@@ -18,7 +18,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from tests.serving import _models
-from tests.serving.browser import Browser, Server, create_key, make_driver
+from tests.serving._server import Server, create_key
+from tests.serving.browser import Browser, make_driver
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llm4rec.serving.service import ServiceError
+from llm4rec.serving.service import item_index
 from llm4rec.serving.store import DISMISS
 
 if TYPE_CHECKING:
@@ -82,9 +82,7 @@ def item_detail(service: RecommendationService, item: str, users: int = 20) -> d
     loaded = service.loaded
     with loaded.lock.read():
         model = loaded.model
-        if item not in model.items_:
-            raise ServiceError(404, "unknown item", value=item, expected="one of the model's items")
-        label = str(model.item_labels_[model.items_.index([item])[0]])
+        label = str(model.item_labels_[item_index(model, item)])
     fields = service.store.item_fields(item) or {}
     n, who = service.store.item_activity(item, users)
     text = " · ".join(f"{key}: {value}" for key, value in fields.items()) if fields else label
@@ -101,9 +99,7 @@ def audience(service: RecommendationService, item: str, k: int, limit: int, max_
     loaded = service.loaded
     with loaded.lock.read():
         model = loaded.model
-        if item not in model.items_:
-            raise ServiceError(404, "unknown item", value=item, expected="one of the model's items")
-        col = int(model.items_.index([item])[0])
+        col = item_index(model, item)
         n = min(model.n_users_, max_users)
         found_users, found_ranks = [], []
         for start in range(0, n, AUDIENCE_BLOCK):

@@ -53,7 +53,7 @@ from llm4rec.models.history import Histories
 from llm4rec.serving.settings import ServiceSettings
 from llm4rec.serving.store import DISMISS
 
-__all__ = ["RecommendationService", "ServiceError"]
+__all__ = ["RecommendationService", "ServiceError", "item_index"]
 
 log = logging.getLogger("llm4rec.serving")
 
@@ -569,9 +569,7 @@ class RecommendationService:
         loaded = self.loaded
         with loaded.lock.read():
             model = loaded.model
-            if item not in model.items_:
-                raise ServiceError(404, "unknown item", value=item, expected="one of the model's items")
-            index = int(model.items_.index([item])[0])
+            index = item_index(model, item)
             table = _text_table(model)
             vectors = table[1] if table is not None else None if loaded.view is None else loaded.view.items
             if vectors is not None:
@@ -700,6 +698,13 @@ class RecommendationService:
         for future in list(self._pending.values()):
             with contextlib.suppress(Exception):  # a failed log was reported when it failed
                 future.result(timeout)
+
+
+def item_index(model: Recommender, item: str) -> int:
+    """The model's dense index of an item id; ServiceError 404 for an id it does not know."""
+    if item not in model.items_:
+        raise ServiceError(404, "unknown item", value=item, expected="one of the model's items")
+    return int(model.items_.index([item])[0])
 
 
 def _fuse(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -129,6 +129,18 @@ const Api = (() => {
     if (el && close) close.addEventListener("click", () => showError(el, null));
   }
 
+  /** The element with this id. */
+  const byId = (id) => document.getElementById(id);
+
+  /** A new element with attributes and text (always as text, never parsed as HTML), appended to parent. */
+  function element(name, attrs, parent, text) {
+    const e = document.createElement(name);
+    Object.keys(attrs || {}).forEach((k) => e.setAttribute(k, String(attrs[k])));
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+
   /** Random lowercase hex of n bytes (crypto.getRandomValues). */
   function randomHex(n) {
     const bytes = new Uint8Array(n);
@@ -147,5 +159,5 @@ const Api = (() => {
   }
 
   return {ApiError, key, setKey, takeKeyFromUrl, request, get, post, put, del, seg, qs, describe, showError,
-          randomHex, bindKeyForm, bindAlert};
+          randomHex, bindKeyForm, bindAlert, byId, element};
 })();

@@ -11,14 +11,8 @@
   const POLICIES = ["greedy", "thompson", "epsilon-greedy", "ucb1", "uniform"];
   const LIVE_SECONDS = 5;
 
-  const $ = (id) => document.getElementById(id);
-  const el = (name, attrs, parent, text) => {
-    const e = document.createElement(name);
-    Object.keys(attrs || {}).forEach((k) => e.setAttribute(k, String(attrs[k])));
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    if (parent) parent.appendChild(e);
-    return e;
-  };
+  const $ = Api.byId;
+  const el = Api.element;
   const fmt = (v, digits) => (typeof v === "number" && isFinite(v) ? v.toFixed(digits === undefined ? 3 : digits) : "\u2013");
   const interval = (lo, hi, digits) => (typeof lo === "number" && typeof hi === "number" ?
     "[" + fmt(lo, digits) + ", " + fmt(hi, digits) + "]" : "\u2013");

@@ -13,14 +13,8 @@
   const USER_STORAGE = "llm4rec.user";
   const HISTORY_SHOWN = 50;
 
-  const $ = (id) => document.getElementById(id);
-  const el = (name, attrs, parent, text) => {
-    const e = document.createElement(name);
-    Object.keys(attrs || {}).forEach((k) => e.setAttribute(k, String(attrs[k])));
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    if (parent) parent.appendChild(e);
-    return e;
-  };
+  const $ = Api.byId;
+  const el = Api.element;
 
   const state = {
     user: "",
