@@ -1,0 +1,74 @@
+"""``llm4rec recommend``: batch inference, the top-k of many users or histories into one file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from llm4rec.cli._common import OVERWRITE_HELP, console, progress_bar
+from llm4rec.errors import InputError
+
+
+def recommend_command(
+    model: Path = typer.Option(..., "--model", "-m", help="A saved model bundle, or a registry (its current "
+                                                          "version)."),
+    users: Path = typer.Option(None, "--users", help="User ids: a text file (one per line) or a CSV/Parquet "
+                                                     "file with a user_id column."),
+    all_users: bool = typer.Option(False, "--all", help="Every user the model was fitted on."),
+    histories: Path = typer.Option(None, "--histories", help="Histories of any users: JSON lines {\"id\": ..., "
+                                                             "\"history\": [item ids, oldest first]} or Parquet "
+                                                             "with columns id and history."),
+    k: int = typer.Option(10, "--k", min=1, help="Items per user."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output: .parquet, .csv or .jsonl (one row per "
+                                                      "recommendation: user_id, rank, item_id, score)."),
+    unknown: str = typer.Option("error", "--unknown", help="With --users, an id the model does not know: error "
+                                                           "(names the line) or fallback (popularity)."),
+    include_seen: bool = typer.Option(False, "--include-seen", help="Also recommend items of the history."),
+    block: int = typer.Option(1024, "--block", min=1, help="Users scored at once (memory: block x items x 4 "
+                                                           "bytes)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Write the top-k of many users (by id, or all of them) or of given histories to a file, streaming in
+    bounded memory; nothing is written unless the whole run succeeds."""
+    from llm4rec import batch
+    from llm4rec.cli._common import check_output_file
+    from llm4rec.models import Recommender
+    from llm4rec.serving.registry import ModelRegistry
+
+    if sum(x is not None and x is not False for x in (users, all_users or None, histories)) != 1:
+        raise InputError("whom to recommend for?", expected="exactly one of --users FILE, --all, --histories FILE")
+    if unknown not in ("error", "fallback"):
+        raise InputError("bad --unknown", value=unknown, expected="error or fallback")
+    if out.suffix.lower() not in batch.FORMATS:
+        raise InputError("unknown output format", path=out, value=out.suffix,
+                         expected="a file name ending in " + ", ".join(batch.FORMATS))
+    check_output_file(out, overwrite=overwrite, option="--out")
+    if not model.exists():
+        raise InputError("no model there", path=model, expected="a saved bundle or a registry")
+    if (model / "CURRENT.json").is_file():
+        version, recommender = ModelRegistry(model).load()
+        console.print(f"{model}: version {version}")
+    else:
+        recommender = Recommender.load(model)
+    if all_users:
+        total, blocks = batch.all_users(recommender, block)
+    elif users is not None:
+        total, blocks = batch.users_from_file(recommender, users, block, unknown)
+    else:
+        total, blocks = batch.histories_from_file(histories, block)
+    start = time.perf_counter()
+    done = [0]
+    with progress_bar() as progress:
+        task = progress.add_task(f"recommending ({recommender.name}, k={k})", total=total)
+
+        def advance(n: int) -> None:
+            done[0] = n
+            progress.update(task, completed=n)
+
+        rows = batch.recommend_to_file(recommender, blocks, out, k, exclude_seen=not include_seen,
+                                       overwrite=overwrite, progress=advance)
+    seconds = time.perf_counter() - start
+    console.print(f"wrote {out}: {rows} recommendations for {done[0]} users in {seconds:.1f} s "
+                  f"({done[0] / max(seconds, 1e-9):,.0f} users/s)")
