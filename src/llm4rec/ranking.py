@@ -55,16 +55,26 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     above = (cand_val > kth[:, None]) & (cand_val > -np.inf)
     r_above, c_above = np.nonzero(above)[0], cand_idx[above]
     need = k_eff - above.sum(axis=1)  # (b,) list places left for ties
-    tie = scores == kth[:, None]  # (b, n)
-    if tie.sum() > 4 * b * k_eff:  # many ties (e.g. unscored cold items): keep the first `need` per row
-        tie &= np.cumsum(tie, axis=1, dtype=np.int32) <= need[:, None]
-    r_tie, c_tie = np.nonzero(tie)  # row-major: ascending columns
+    # The `need` ties of a row are usually exactly the candidates equal to the k-th value: a row holding more
+    # ties than that is scanned for its smallest-index ones (a full scan of every row cost most of the time).
+    cand_tie = cand_val == kth[:, None]  # (b, k)
+    scan = np.flatnonzero((scores == kth[:, None]).sum(axis=1) > cand_tie.sum(axis=1))
+    cand_tie[scan] = False
+    r_known, j_known = np.nonzero(cand_tie)
+    r_tie, c_tie = r_known, cand_idx[r_known, j_known]
+    if len(scan):
+        tie = scores[scan] == kth[scan, None]  # (s, n)
+        if tie.sum() > 4 * len(scan) * k_eff:  # many ties (e.g. unscored cold items): keep the first `need`
+            tie &= np.cumsum(tie, axis=1, dtype=np.int32) <= need[scan, None]
+        r_scan, c_scan = np.nonzero(tie)  # row-major: ascending columns
+        r_scan = scan[r_scan]
+        scan_pos = np.arange(len(r_scan)) - np.searchsorted(r_scan, r_scan)
+        first = scan_pos < need[r_scan]  # the smallest-index ties fill the list
+        r_tie, c_tie = np.concatenate([r_tie, r_scan[first]]), np.concatenate([c_tie, c_scan[first]])
     allowed = kth[r_tie] > -np.inf
     r_tie, c_tie = r_tie[allowed], c_tie[allowed]
-    tie_pos = np.arange(len(r_tie)) - np.searchsorted(r_tie, np.arange(b))[r_tie]
-    first = tie_pos < need[r_tie]  # the smallest-index ties fill the list
-    rows = np.concatenate([r_above, r_tie[first]])
-    cols = np.concatenate([c_above, c_tie[first]])
+    rows = np.concatenate([r_above, r_tie])
+    cols = np.concatenate([c_above, c_tie])
     order = np.lexsort((cols, -scores[rows, cols], rows))  # row, score descending, index ascending
     rows, cols = rows[order], cols[order]
     pos = np.arange(len(rows)) - np.searchsorted(rows, np.arange(b))[rows]
