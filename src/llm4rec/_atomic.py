@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llm4rec.errors import InputError
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "check_output_files", "write_output_files"]
+__all__ = ["atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "check_output_files", "write_output_files"]
 
 
 def current_umask() -> int:
@@ -24,26 +24,34 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it becomes ``path`` only if the block succeeds.
 
-    The file gets the permissions a plain ``open(path, "w")`` would give
-    (0666 less the umask), not the 0600 of a temporary file.
+    Readers see the old file or the new one, never half. The file gets the
+    permissions a plain ``open(path, "w")`` would give (0666 less the umask),
+    not the 0600 of a temporary file; on failure the temporary file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

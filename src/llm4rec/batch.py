@@ -12,10 +12,8 @@ asked.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llm4rec._atomic import atomic_file
 from llm4rec.errors import InputError
 
 if TYPE_CHECKING:
@@ -168,35 +167,26 @@ def recommend_to_file(model: Recommender, blocks: Iterator[Block], path: Path, k
         raise InputError("the output file exists", path=path, expected="a new file name",
                          hint="Add --overwrite to replace it.")
     items = np.asarray(model.items_.tokens, dtype=object)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     rows = done = 0
-    try:
-        with _Writer(Path(tmp), suffix) as out:
-            for b in blocks:
-                if b.users is not None:
-                    top, scores = _for_users(model, b.users, k, exclude_seen)
-                else:
-                    recs = model.recommend(histories=b.histories, k=k, exclude_seen=exclude_seen, unknown="skip")
-                    top = np.full(recs.items.shape, -1, dtype=np.int64)
-                    found = recs.items != None  # noqa: E711 - an object array, padded with None
-                    top[found] = model.items_.index(recs.items[found].tolist())
-                    scores = np.asarray(recs.scores, dtype=np.float32)
-                keep = top >= 0  # (b, k): fewer than k candidates pad with -1
-                n = len(b.ids)
-                out.write({"user_id": np.repeat(b.ids, k)[keep.ravel()],
-                           "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep.ravel()],
-                           "item_id": items[top[keep]], "score": scores[keep].astype(np.float32)})
-                rows += int(keep.sum())
-                done += n
-                if progress is not None:
-                    progress(done)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp, _Writer(tmp, suffix) as out:
+        for b in blocks:
+            if b.users is not None:
+                top, scores = _for_users(model, b.users, k, exclude_seen)
+            else:
+                recs = model.recommend(histories=b.histories, k=k, exclude_seen=exclude_seen, unknown="skip")
+                top = np.full(recs.items.shape, -1, dtype=np.int64)
+                found = recs.items != None  # noqa: E711 - an object array, padded with None
+                top[found] = model.items_.index(recs.items[found].tolist())
+                scores = np.asarray(recs.scores, dtype=np.float32)
+            keep = top >= 0  # (b, k): fewer than k candidates pad with -1
+            n = len(b.ids)
+            out.write({"user_id": np.repeat(b.ids, k)[keep.ravel()],
+                       "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep.ravel()],
+                       "item_id": items[top[keep]], "score": scores[keep].astype(np.float32)})
+            rows += int(keep.sum())
+            done += n
+            if progress is not None:
+                progress(done)
     return rows
 
 
@@ -215,12 +205,6 @@ def _for_users(model: Recommender, users: np.ndarray, k: int, exclude_seen: bool
     top[~known, :found.sum()] = model.items_.index(fallback.items[0][found].tolist())
     scores[~known, :found.sum()] = np.asarray(fallback.scores[0], dtype=np.float32)[found]
     return top, scores
-
-
-def _umask() -> int:
-    from llm4rec._atomic import current_umask
-
-    return current_umask()
 
 
 class _Writer:
