@@ -40,11 +40,15 @@ def find_items(service: RecommendationService, query: str, limit: int) -> list[d
     loaded = service.loaded
     with loaded.lock.read():
         model = loaded.model
-        labels = np.asarray(model.item_labels_, dtype=str)
-        ids = np.asarray(model.items_.tokens, dtype=str)
+        stamp = (model.n_items_, loaded.items_seq)  # changes whenever an item is added or its text replaced
+        cached = loaded.cache.get("items")
+        if cached is None or cached[0] != stamp:
+            labels = np.asarray(model.item_labels_, dtype=str)
+            cached = loaded.cache["items"] = (stamp, np.asarray(model.items_.tokens, dtype=str), labels,
+                                              np.char.lower(labels))
+        _, ids, labels, lowered = cached
         q = query.strip().lower()
-        hit = np.char.startswith(ids, query) | (np.char.find(np.char.lower(labels), q) >= 0) if q else \
-            np.ones(len(ids), bool)
+        hit = np.char.startswith(ids, query) | (np.char.find(lowered, q) >= 0) if q else np.ones(len(ids), bool)
         rows = np.flatnonzero(hit)[:limit]
         return [{"item": str(ids[r]), "label": str(labels[r])} for r in rows]
 

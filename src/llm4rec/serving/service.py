@@ -468,8 +468,10 @@ class RecommendationService:
         policy, lock = self._policy(loaded, name)
         with lock:
             marginals = policy.marginals(cands, k)  # (c, k)
-        row = {int(a): r for r, a in enumerate(cands.tolist())}
-        return [float(marginals[row[int(a)], j]) if j < k and int(a) in row else 0.0 for j, a in enumerate(index)]
+        match = cands[:, None] == index[None, :]  # (c, shown): where each shown item is among the candidates
+        position = np.arange(len(index))
+        probs = marginals[match.argmax(axis=0), np.minimum(position, k - 1)]
+        return np.where(match.any(axis=0) & (position < k), probs, 0.0).tolist()
 
     def _serving(self, arm: dict | None) -> _Loaded:
         """The loaded model an arm serves: its model version (loaded once, kept while needed), else the current."""
