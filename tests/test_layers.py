@@ -8,8 +8,8 @@ from pathlib import Path
 import llm4rec
 
 #: layer of each top-level part of the package; a module may import its own layer or lower ones
-LAYERS = {"errors": 0, "_atomic": 0, "_random": 0, "ranking": 0, "data": 1, "text": 2, "nn": 3, "training": 4, "models": 5,
-          "strategies": 6, "evaluation": 7, "batch": 7, "serving": 8, "testing": 9, "cli": 10, "__main__": 10}
+LAYERS = {"errors": 0, "_atomic": 0, "_random": 0, "_runinfo": 0, "ranking": 0, "data": 1, "text": 2, "nn": 3, "training": 4, "models": 5,
+          "strategies": 6, "evaluation": 7, "batch": 7, "experiments": 7, "serving": 8, "testing": 9, "cli": 10, "__main__": 10}
 
 
 def _part(module: str) -> str:

@@ -55,6 +55,43 @@ def test_evaluate_writes_the_json_contract(capsys, ratings_csv, tmp_path):
     assert rec["n_users_evaluated"] == 60 and rec["metrics"]["NDCG@20"] > 0.2
 
 
+def test_the_record_holds_what_a_rerun_needs(capsys, ratings_csv, tmp_path):
+    import subprocess
+
+    import llm4rec
+    from llm4rec.data.sources import load_dataset
+
+    out_json = tmp_path / "r.json"
+    code, out, _ = run(capsys, "evaluate", "--data", str(ratings_csv), "--model", "als", "--json", str(out_json))
+    assert code == 0, out
+    rec = json.loads(out_json.read_text())
+    ds = load_dataset(ratings_csv)
+    assert rec["data"] == {"path": str(ratings_csv.resolve()), "fingerprint": ds.fingerprint,
+                           "item_text_fingerprint": ds.item_text_fingerprint}
+    assert set(rec["config"]) >= {"factors", "regularization", "alpha", "iterations", "seed"}  # defaults resolved
+    env = rec["environment"]
+    assert env["versions"]["numpy"] == np.__version__ and env["versions"]["llm4rec"] == llm4rec.__version__
+    assert env["device"] == "cpu" and env["threads"]["cpus"] >= 1 and "openblas" in env["threads"]["pools"]
+    source = subprocess.run(["git", "-C", llm4rec.__path__[0], "rev-parse", "HEAD"], capture_output=True, text=True)
+    if source.returncode == 0:  # run from a git checkout: the commit is recorded
+        assert env["git"]["commit"] == source.stdout.strip()
+    assert 0 < rec["fit_seconds"] <= rec["wall_seconds"] and 20 < rec["peak_memory_mib"] < 4000
+    assert rec["encoder_fingerprint"] is None  # ALS reads no text
+
+
+def test_peak_memory_is_the_blocks_own_and_nests():
+    from llm4rec._runinfo import PeakMemory
+
+    with PeakMemory() as outer:
+        big = np.ones(60_000_000)  # 458 MiB touched
+        del big
+        with PeakMemory() as inner:
+            small = np.ones(5_000_000)  # 38 MiB
+            del small
+    assert outer.mib - inner.mib > 300 or not inner.per_block
+    assert outer.mib > 450
+
+
 def test_evaluate_sampled_protocol_says_so(capsys, ratings_csv):
     code, out, _ = run(capsys, "evaluate", "--data", str(ratings_csv), "--model", "pop", "--protocol", "loo100")
     assert code == 0 and "sampled" in out

@@ -30,7 +30,9 @@ def test_ope_writes_the_json_contract(capsys, tmp_path):
     assert code == 0, out
     assert "snips" in out and "95% CI" in out and "rel. error" in out
     rec = json.loads(out_json.read_text())
-    assert set(rec) == {"logs", "policy", "n_rounds", "estimates", "on_policy_value"}
+    assert set(rec) == {"logs", "policy", "n_rounds", "estimates", "on_policy_value", "seconds", "peak_memory_mib",
+                        "environment"}
+    assert rec["environment"]["versions"]["numpy"] == np.__version__ and rec["peak_memory_mib"] > 10
     assert rec["n_rounds"] == 400 and rec["policy"] == f"empirical:{target}"
     assert set(rec["estimates"]) == {"snips", "dr"}
     assert all(set(e) == {"value", "ci_low", "ci_high"} for e in rec["estimates"].values())

@@ -74,9 +74,12 @@ def embed_command(
         console.print(f"interrupted: the finished chunks of texts are kept in the embedding cache ({cache_root}); "
                       "run the same command again to encode only the rest", soft_wrap=True)
         raise
-    meta = {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "n_items": int(vectors.shape[0]),
+    from llm4rec._runinfo import environment
+
+    meta = {"dataset": ds.name, "data": str(data.resolve()), "dataset_fingerprint": ds.fingerprint,
+            "n_items": int(vectors.shape[0]),
             "encoder": encoder, "backend": enc.backend, "fingerprint": enc.fingerprint, "dim": int(vectors.shape[1]),
-            "template": tpl.text, "template_id": tpl.id, "pii_scrubbed": True}
+            "template": tpl.text, "template_id": tpl.id, "pii_scrubbed": True, "environment": environment()}
     buf = io.BytesIO()
     np.save(buf, vectors, allow_pickle=False)
     with atomic_dir(out, replace=True) as tmp:  # checked above: empty or our own output

@@ -98,10 +98,10 @@ def evaluate_command(
             from llm4rec.evaluation.saved import evaluate_saved
 
             exp = evaluate_saved(model_path, ds, protocol=protocol, seed=seed, stage=stage,
-                                 progress=StepReporter(progress, prefix=f"{model}: "))
+                                 data_path=str(data.resolve()), progress=StepReporter(progress, prefix=f"{model}: "))
         else:
             exp = run_experiment(ds, model, protocol=protocol, seed=seed, settings=parsed, stage=stage,
-                                 progress=StepReporter(progress, prefix=f"{model}: "),
+                                 data_path=str(data.resolve()), progress=StepReporter(progress, prefix=f"{model}: "),
                                  callbacks=[TrainingDisplay(progress, prefix=f"{model}: ")])
     rec = exp.record
     console.print(f"[bold]{ds.name}[/bold] · {exp.result.title} · stage {stage} · seed {seed} · "

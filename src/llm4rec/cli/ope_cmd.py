@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -41,6 +42,7 @@ def ope_command(
     from rich.table import Table
 
     from llm4rec._atomic import atomic_write_text
+    from llm4rec._runinfo import PeakMemory, environment
     from llm4rec.data.logs import load_bandit_logs
     from llm4rec.evaluation.ope import off_policy_evaluation, parse_estimators
 
@@ -61,9 +63,11 @@ def ope_command(
                 raise InputError("--logged-policy filters a service's event store", value=logged_policy,
                                  expected="--logs FILE.db, sqlite:///FILE or postgresql://..., or no --logged-policy")
             data = load_bandit_logs(Path(logs), n_actions=n_actions)
-    with progress_bar() as progress:
+    start = time.perf_counter()
+    with PeakMemory() as peak, progress_bar() as progress:
         record = off_policy_evaluation(data, policy, names, n_bootstrap=bootstrap, seed=seed,
                                        progress=StepReporter(progress, prefix="ope: "))
+    record.update(seconds=round(time.perf_counter() - start, 2), peak_memory_mib=peak.mib, environment=environment())
     truth = record.get("on_policy_value")
     intervals = bootstrap > 0
     if not intervals:  # the library's zero-width interval is no interval

@@ -71,6 +71,7 @@ def quickstart_command(
         runs = {}
         for name in names:
             runs[name] = {stage: run_experiment(ds, name, protocol=protocol, seed=seed, split=split, stage=stage,
+                                                data_path=None if data is None else str(Path(data).resolve()),
                                                 progress=StepReporter(progress, prefix=f"{name} ({stage}): "),
                                                 callbacks=[TrainingDisplay(progress, prefix=f"{name} ({stage}): ")])
                           for stage in ("valid", "test")}

@@ -52,6 +52,7 @@ def simulate_command(
     from rich.table import Table
 
     from llm4rec._atomic import atomic_write_text, check_output_files
+    from llm4rec._runinfo import PeakMemory, environment
     from llm4rec.errors import InputError
     from llm4rec.evaluation.simulation import (
         parse_policies,
@@ -73,15 +74,18 @@ def simulate_command(
     check_output_files(out, SIMULATE_FILES, overwrite=overwrite, option="--out")
     ds = load_with_spinner(data, fmt)
     start = time.perf_counter()
-    with progress_bar() as progress:
-        progress.add_task(f"fitting and calibrating {model}", total=None)
-        env = RecSimEnv(fit_response_model(ds, model, settings=parsed, vectors=vectors), config)
-    with progress_bar() as progress:
-        record = run_simulation(env, names, episodes=episodes, seeds=range(seeds),
-                                progress=StepReporter(progress, prefix="simulate: "))
-    record = {"dataset": ds.name, "data": str(data), "model": model, "settings": parsed, "vectors": vectors,
+    with PeakMemory() as peak:
+        with progress_bar() as progress:
+            progress.add_task(f"fitting and calibrating {model}", total=None)
+            env = RecSimEnv(fit_response_model(ds, model, settings=parsed, vectors=vectors), config)
+        with progress_bar() as progress:
+            record = run_simulation(env, names, episodes=episodes, seeds=range(seeds),
+                                    progress=StepReporter(progress, prefix="simulate: "))
+    record = {"dataset": ds.name, "data": str(data.resolve()), "dataset_fingerprint": ds.fingerprint,
+              "model": model, "settings": parsed, "vectors": vectors,
               "simulator": config.model_dump(), "calibration": env.response.diagnostics,
-              "seconds": round(time.perf_counter() - start, 1), **record}
+              "seconds": round(time.perf_counter() - start, 1), "peak_memory_mib": peak.mib,
+              "environment": environment(), **record}
     cal = env.response.diagnostics
     console.print(f"[bold]{ds.name}[/bold] · {model} link AUC {cal['auc']:.3f} · {len(env.users)} users · "
                   f"{config.n_candidates} candidates · slates of {config.slate_size} · sessions of <= {steps} · "

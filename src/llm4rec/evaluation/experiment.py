@@ -10,7 +10,7 @@ from llm4rec.data import Dataset, Split, Stage, make_split
 from llm4rec.evaluation.evaluator import EvalResult, evaluate
 from llm4rec.models import Recommender, create_model, model_class
 
-__all__ = ["Experiment", "data_report", "run_experiment"]
+__all__ = ["Experiment", "data_report", "rerun_fields", "run_experiment"]
 
 
 @dataclass
@@ -45,7 +45,8 @@ def data_report(dataset: Dataset, stage: Stage) -> dict[str, int]:
 
 def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed: int = 2026,
                    settings: dict[str, Any] | None = None, stage: str = "test",
-                   split: Split | None = None, progress: Any = None, callbacks: list | None = None) -> Experiment:
+                   split: Split | None = None, progress: Any = None, callbacks: list | None = None,
+                   data_path: str | None = None) -> Experiment:
     """Fit ``model`` on the stage's fit set and evaluate it on the stage's targets.
 
     ``seed`` drives the protocol's random draws and, unless ``settings`` says
@@ -55,28 +56,35 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
     (neural models report their epochs to them; the others train at once).
     The record holds: dataset, protocol, seed, split_fingerprint, model,
     config, metrics, fit_seconds, eval_seconds, n_users_evaluated (plus stage,
-    ranking, extra_metrics and data_report, see :func:`data_report`).
+    ranking, extra_metrics and data_report, see :func:`data_report`), and what a rerun needs: ``data`` (the
+    path given as ``data_path``, the dataset and item-text fingerprints), ``encoder_fingerprint`` (text
+    models), ``environment`` (versions, git commit, threads, device; :func:`llm4rec._runinfo.environment`),
+    ``wall_seconds`` (split, fit and evaluation) and ``peak_memory_mib`` (this run's peak resident memory).
     """
+    from llm4rec._runinfo import PeakMemory
+
+    start = time.perf_counter()
     settings = dict(settings or {})
     klass = model_class(model)
     if "seed" in klass.Config.model_fields and "seed" not in settings:
         settings["seed"] = seed
     recommender = create_model(model, settings)  # validates settings before any work
-    split = split or make_split(dataset, protocol, seed=seed)
-    st = split.stage(stage)
-    report = progress or (lambda step, done, total: None)
-    report("fit", 0, 1)
-    t0 = time.perf_counter()
-    recommender.fit(st.fit, callbacks=callbacks)
-    fit_seconds = time.perf_counter() - t0
-    report("fit", 1, 1)
-    done = [0]
+    with PeakMemory() as peak:
+        split = split or make_split(dataset, protocol, seed=seed)
+        st = split.stage(stage)
+        report = progress or (lambda step, done, total: None)
+        report("fit", 0, 1)
+        t0 = time.perf_counter()
+        recommender.fit(st.fit, callbacks=callbacks)
+        fit_seconds = time.perf_counter() - t0
+        report("fit", 1, 1)
+        done = [0]
 
-    def advance(n: int) -> None:
-        done[0] += n
-        report("evaluate", done[0], len(st.users))
+        def advance(n: int) -> None:
+            done[0] += n
+            report("evaluate", done[0], len(st.users))
 
-    result = evaluate(recommender, st, progress=advance)
+        result = evaluate(recommender, st, progress=advance)
     record = {
         "dataset": dataset.name,
         "protocol": result.title.split(" ")[0],
@@ -92,9 +100,34 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
         "ranking": "sampled (1 target + 100 negatives)" if result.sampled else "full",
         "extra_metrics": result.extra,
         "data_report": data_report(dataset, st),
+        **rerun_fields(dataset, recommender, data_path=data_path, start=start, peak=peak),
     }
     # saved with the model (bundle.json's provenance), so a registry can show how each version scored offline
     recommender.provenance_["offline_metrics"] = {
         key: record[key] for key in ("dataset", "protocol", "stage", "seed", "split_fingerprint", "ranking",
                                      "n_users_evaluated")} | {"metrics": {**result.metrics, **result.extra}}
     return Experiment(record, result, recommender, split)
+
+
+def rerun_fields(dataset: Dataset, model: Recommender, *, data_path: str | None, start: float,
+                 peak: Any) -> dict[str, Any]:
+    """The record's fields for a rerun: ``data``, ``encoder_fingerprint``, ``environment``, ``wall_seconds``
+    (since ``start``, a ``perf_counter`` value) and ``peak_memory_mib`` (a closed
+    :class:`llm4rec._runinfo.PeakMemory`)."""
+    from llm4rec._runinfo import environment
+
+    return {"data": {"path": data_path, "fingerprint": dataset.fingerprint,
+                     "item_text_fingerprint": dataset.item_text_fingerprint},
+            "encoder_fingerprint": model.provenance_.get("encoder_fingerprint"),
+            "environment": environment(_device(model.config)),
+            "wall_seconds": round(time.perf_counter() - start, 4), "peak_memory_mib": peak.mib}
+
+
+def _device(config: Any) -> str:
+    """Where a model computes: its ``device`` setting resolved (neural models), else the CPU."""
+    device = getattr(config, "device", None)
+    if device is None:
+        return "cpu"
+    from llm4rec.training import resolve_device
+
+    return resolve_device(device)

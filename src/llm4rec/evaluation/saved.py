@@ -18,6 +18,7 @@ user); items of the data the model does not know are added through their text
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from llm4rec.data import Dataset, Split, Stage, make_split
 from llm4rec.errors import InputError
 from llm4rec.evaluation.evaluator import evaluate
-from llm4rec.evaluation.experiment import Experiment, data_report
+from llm4rec.evaluation.experiment import Experiment, data_report, rerun_fields
 from llm4rec.models import TEXT_MODELS, Histories, Recommender
 
 __all__ = ["check_leakage", "evaluate_saved"]
@@ -95,7 +96,7 @@ class _FromHistories:
 
 
 def evaluate_saved(model_path: str | Path, dataset: Dataset, *, protocol: str = "loo", seed: int = 2026,
-                   stage: str = "test", progress: Any = None) -> Experiment:
+                   stage: str = "test", progress: Any = None, data_path: str | None = None) -> Experiment:
     """Evaluate the bundle at ``model_path`` as it is on a stage of ``dataset`` (see the module docstring).
 
     ``progress(step, done, total)`` as in
@@ -103,6 +104,27 @@ def evaluate_saved(model_path: str | Path, dataset: Dataset, *, protocol: str = 
     run_experiment's, with ``fit_seconds`` 0, plus ``model_path``,
     ``evaluated_as`` and ``model_provenance``.
     """
+    from llm4rec._runinfo import PeakMemory
+
+    start = time.perf_counter()
+    with PeakMemory() as peak:
+        model, split, st, result, added = _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress)
+    record = {
+        "dataset": dataset.name, "protocol": result.title.split(" ")[0], "seed": seed,
+        "split_fingerprint": split.fingerprint, "model": model.name,
+        "config": model.config.model_dump(mode="json"), "metrics": result.metrics, "fit_seconds": 0.0,
+        "eval_seconds": round(result.eval_seconds, 4), "n_users_evaluated": result.n_users, "stage": stage,
+        "ranking": "sampled (1 target + 100 negatives)" if result.sampled else "full",
+        "extra_metrics": result.extra, "model_path": str(model_path),
+        "evaluated_as": "saved model, no refit" + (f"; {added} items added through their text" if added else ""),
+        "model_provenance": dict(model.provenance_), "data_report": data_report(dataset, st),
+        **rerun_fields(dataset, model, data_path=data_path, start=start, peak=peak),
+    }
+    return Experiment(record, result, model, split)
+
+
+def _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress):
+    """(model, split, stage, EvalResult, number of items added) of :func:`evaluate_saved`."""
     model = Recommender.load(model_path)
     split = make_split(dataset, protocol, seed=seed)
     st = split.stage(stage)
@@ -128,18 +150,7 @@ def evaluate_saved(model_path: str | Path, dataset: Dataset, *, protocol: str = 
         done[0] += n
         report("evaluate", done[0], len(st.users))
 
-    result = evaluate(scorer, st, progress=advance)
-    record = {
-        "dataset": dataset.name, "protocol": result.title.split(" ")[0], "seed": seed,
-        "split_fingerprint": split.fingerprint, "model": model.name,
-        "config": model.config.model_dump(mode="json"), "metrics": result.metrics, "fit_seconds": 0.0,
-        "eval_seconds": round(result.eval_seconds, 4), "n_users_evaluated": result.n_users, "stage": stage,
-        "ranking": "sampled (1 target + 100 negatives)" if result.sampled else "full",
-        "extra_metrics": result.extra, "model_path": str(model_path),
-        "evaluated_as": "saved model, no refit" + (f"; {added} items added through their text" if added else ""),
-        "model_provenance": dict(model.provenance_), "data_report": data_report(dataset, st),
-    }
-    return Experiment(record, result, model, split)
+    return model, split, st, evaluate(scorer, st, progress=advance), added
 
 
 def _adds_items(model: Recommender) -> bool:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 import zipfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +43,9 @@ _BASE_ARRAYS = ("fit_offsets", "fit_items", "popularity", "item_labels")
 
 
 def _versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+    from llm4rec._runinfo import versions
 
-    return {"llm4rec": version("llm4rec"), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": version("torch")}
+    return versions(("llm4rec", "numpy", "torch"))
 
 
 def _digest(path: Path) -> str:
