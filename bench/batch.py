@@ -9,6 +9,11 @@ children). The alternative it replaces, scoring every user at once, would need
 users x items x 4 bytes.
 
     python bench/batch.py [--users 1000000] [--items 100000] [--block 1024]
+    python bench/batch.py --sasrec amazon-beauty [--epochs 2]    # sasrec over a real dataset's users
+
+With ``--sasrec NAME``, a ``sasrec`` (default settings) is fitted for ``--epochs`` epochs on the whole of
+``../shared/data/NAME`` (speed does not depend on how long it trained) and ``recommend --all`` scores every
+user from their history.
 
 Writes (merges into) bench/results/batch.json.
 """
@@ -60,15 +65,32 @@ def build(n_users: int, n_items: int, work: Path) -> tuple[Path, float]:
     return path, time.perf_counter() - t0
 
 
+def build_sasrec(name: str, epochs: int, work: Path) -> tuple[Path, float, int, int]:
+    """A saved sasrec fitted on the whole of dataset ``name``: (path, seconds, users, items)."""
+    from llm4rec.data.sources import load_dataset
+    from llm4rec.models import create_model
+
+    t0 = time.perf_counter()
+    data = load_dataset(ROOT.parent / "shared" / "data" / name if "LLM4REC_SHARED_DATA" not in os.environ
+                        else Path(os.environ["LLM4REC_SHARED_DATA"]) / name)
+    model = create_model("sasrec", {"epochs": epochs, "valid": "none"}).fit(data)
+    return model.save(work / "sasrec"), time.perf_counter() - t0, data.n_users, data.n_items
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--block", type=int, default=1024)
+    ap.add_argument("--sasrec", metavar="DATASET", help="benchmark sasrec on this dataset's users instead")
+    ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bundle, build_s = build(args.users, args.items, work)
+        if args.sasrec:
+            bundle, build_s, args.users, args.items = build_sasrec(args.sasrec, args.epochs, work)
+        else:
+            bundle, build_s = build(args.users, args.items, work)
         out = work / "recs.parquet"
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
         t0 = time.perf_counter()
@@ -81,15 +103,18 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB -> MiB
         size = out.stat().st_size
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-              "model": f"ALS, {FACTORS} factors (synthetic clustered factors)", "users": args.users,
+              "model": f"sasrec (defaults), {args.epochs} epochs on {args.sasrec}" if args.sasrec else
+              f"ALS, {FACTORS} factors (synthetic clustered factors)", "users": args.users,
               "items": args.items, "k": 10, "block": args.block, "build_seconds": round(build_s, 1),
               "seconds": round(seconds, 1), "users_per_second": round(args.users / seconds),
               "peak_rss_mib": round(peak), "output_mib": round(size / 2**20, 1),
               "all_at_once_scores_gib": round(args.users * args.items * 4 / 2**30, 1),
               "stdout": done.stdout.strip().splitlines()[-1],
-              "command": f"python bench/batch.py --users {args.users} --items {args.items} --block {args.block}"}
+              "command": f"python bench/batch.py --sasrec {args.sasrec} --epochs {args.epochs} --block {args.block}"
+              if args.sasrec else
+              f"python bench/batch.py --users {args.users} --items {args.items} --block {args.block}"}
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results[f"als-{args.users}x{args.items}"] = result
+    results[f"sasrec-{args.sasrec}" if args.sasrec else f"als-{args.users}x{args.items}"] = result
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(result, indent=2))
