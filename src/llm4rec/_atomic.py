@@ -15,7 +15,8 @@ from pathlib import Path
 
 from llm4rec.errors import InputError
 
-__all__ = ["atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "check_output_files", "write_output_files"]
+__all__ = ["atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "check_output_files", "move_dir",
+           "write_output_files"]
 
 
 def current_umask() -> int:
@@ -75,16 +76,26 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())
-        if path.exists():
-            backup = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, backup / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        move_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def move_dir(source: str | Path, path: str | Path) -> None:
+    """Rename the finished directory ``source`` to ``path`` (a sibling), replacing an existing ``path`` whole.
+
+    The old ``path`` is moved aside first and removed only once ``source`` is in its place, so ``path`` is
+    always the old directory or the new one.
+    """
+    path = Path(path)
+    if path.exists():
+        backup = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        os.replace(path, backup / path.name)
+        os.replace(source, path)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(source, path)
 
 
 def check_output_files(directory: str | Path, names: Iterable[str], *, overwrite: bool = False,

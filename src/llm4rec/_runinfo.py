@@ -51,16 +51,21 @@ def git_commit() -> dict[str, Any] | None:
 
 
 def threads() -> dict[str, Any]:
-    """CPU count, the thread pools in use (BLAS/OpenMP through threadpoolctl, torch if loaded), thread env vars."""
+    """CPU count, the thread pools in use (BLAS/OpenMP through threadpoolctl, torch if loaded), the BLAS
+    libraries with their CPU kernel (``architecture``: results of BLAS-heavy solvers such as ALS differ in the
+    last digits between kernels), thread env vars."""
     from threadpoolctl import threadpool_info
 
-    pools = {f"{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
+    info = threadpool_info()
+    pools = {p["internal_api"]: p["num_threads"] for p in info}
+    blas = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "threading_layer")}
+            for p in info if p.get("user_api") == "blas"]
     if "torch" in sys.modules:
         pools["torch"] = sys.modules["torch"].get_num_threads()
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
            if k in os.environ}
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpus": os.cpu_count(), "usable_cpus": usable, "pools": pools, "env": env}
+    return {"cpus": os.cpu_count(), "usable_cpus": usable, "pools": pools, "blas": blas, "env": env}
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Errors that say what to fix.
 
 Every error raised on bad user input is an :class:`InputError`. Its message is
-one paragraph naming the file, line, column and value where known, and what was
-expected. The CLI prints it without a traceback (unless ``--debug``).
+one paragraph naming the file, line, column (or config key) and value where known,
+and what was expected. The CLI prints it without a traceback (unless ``--debug``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class InputError(Llm4recError, ValueError):
     ``InputError("non-numeric rating", path=p, line=12, column="rating",
     value="x", expected="a number")`` renders as
     ``p, line 12, column 'rating': non-numeric rating (got 'x'; expected a number)``.
+    ``key`` names a setting of a config file instead of a column: ``..., line 3, key 'protocol.seeds': ...``.
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class InputError(Llm4recError, ValueError):
         value: object = None,
         expected: str | None = None,
         hint: str | None = None,
+        key: str | None = None,
     ) -> None:
         self.problem = problem
         self.path = None if path is None else str(path)
@@ -42,6 +44,7 @@ class InputError(Llm4recError, ValueError):
         self.value = value
         self.expected = expected
         self.hint = hint
+        self.key = key
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -52,6 +55,8 @@ class InputError(Llm4recError, ValueError):
             where.append(f"line {self.line}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
+        if self.key is not None:
+            where.append(f"key {self.key!r}")
         text = (", ".join(where) + ": " if where else "") + self.problem
         detail = []
         if self.value is not None:

@@ -90,7 +90,7 @@ def test_updates_keep_the_inverse_and_variances_exact(features):
 def test_disjoint_update_is_ridge_regression_per_arm():
     policy = create_policy("linucb", 3, context_dim=2, ridge=0.5)
     env = np.random.default_rng(2)
-    xs, rs = [], []
+    xs = []
     for _ in range(10):
         c = env.normal(size=2)
         policy.update(Feedback(c, np.array([1, 2]), np.array([1.0, -1.0])))

@@ -14,8 +14,10 @@ from llm4rec.cli.evaluate_cmd import evaluate_command
 from llm4rec.cli.ope_cmd import ope_command
 from llm4rec.cli.quickstart_cmd import quickstart_command
 from llm4rec.cli.recommend_cmd import recommend_command
+from llm4rec.cli.run_cmd import run_command
 from llm4rec.cli.serve_cmd import events_app, keys_app, publish_command, serve_command
 from llm4rec.cli.simulate_cmd import simulate_command
+from llm4rec.cli.tune_cmd import tune_command
 from llm4rec.errors import Llm4recError
 
 #: exit status after Ctrl-C (128 + SIGINT), as shells report it
@@ -35,7 +37,9 @@ app.command("embed")(embed_command)
 app.command("ope")(ope_command)
 app.command("quickstart")(quickstart_command)
 app.command("simulate")(simulate_command)
+app.command("tune")(tune_command)
 app.command("recommend")(recommend_command)
+app.command("run")(run_command)
 app.command("serve")(serve_command)
 app.command("publish")(publish_command)
 app.add_typer(keys_app, name="keys")

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from llm4rec.models.base import ModelConfig, Recommender
+from llm4rec.ranking import topk
 
 __all__ = ["ItemKNN", "ItemKNNConfig"]
 
@@ -41,7 +42,8 @@ class ItemKNN(Recommender):
             co = (xt[start:stop] @ x).toarray()  # (blk, I) co-occurrence counts
             sim = co / (norms[start:stop, None] * norms[None, :] + cfg.shrink + 1e-12)
             sim[np.arange(stop - start), np.arange(start, stop)] = 0.0  # no self-similarity
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (stop - start, 1))
+            top = topk(sim, k)  # ties to the smaller index: the same neighbours on every CPU (argpartition's
+            # choice among ties depends on numpy's SIMD path)
             top_vals = np.take_along_axis(sim, top, axis=1)
             keep = top_vals > 0
             rows.append(np.repeat(np.arange(start, stop), k)[keep.ravel()])
