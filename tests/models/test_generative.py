@@ -152,6 +152,128 @@ def test_sampled_lists_do_not_depend_on_the_batch(model, stage, tmp_path):
     np.testing.assert_array_equal(hot.recommend(histories=[h[1], h[0]], k=10).items[::-1], both)
 
 
+# ------------------------------------------------- the batched beam search against a slow reference
+def reference_beam(model, history: list[int], beam: int, key: int | None = None) -> list[tuple[int, float]]:
+    """The beam of one history (dense item indices, oldest first), slowly and plainly: the trie is read off the
+    semantic IDs of the unseen items, every prefix is scored by a full forward pass of history + prefix (no
+    cache), candidates are ranked by a stable sort (ties: the better parent, then the smaller code). At
+    temperature t > 0, stochastic beam search (Kool et al. 2019) with the model's noise (keyed by ``key``):
+    a child's perturbed value is -log(exp(-T) - exp(-Z) + exp(-G)), T its parent's, Z the largest G of its
+    siblings. -> [(item, score)], best first."""
+    import torch
+
+    from llm4rec._random import hash64, uniform
+
+    cfg, net, codes = model.config, model.net_, model.codes_
+    m, t = codes.shape[1], cfg.temperature
+    offsets = np.concatenate([[0], np.cumsum(model.sizes_)[:-1]])
+    recent = history[-cfg.max_len:]
+    seen = set(history) if cfg.exclude_seen else set()
+    unseen = [i for i in range(len(codes)) if i not in seen]
+    past = [offsets[level] + codes[i, level] for i in recent for level in range(m)]
+    beams = [((), 0.0, 0.0)]  # (prefix, score, tempered log-probability)
+    for depth in range(m):
+        seqs = torch.tensor([past + [offsets[level] + c for level, c in enumerate(p)] for p, _, _ in beams])
+        with torch.no_grad():
+            states, _ = net(seqs, (cfg.max_len - len(recent)) * m)  # the next item sits at position max_len
+            logits = net.logits(states[:, -1], depth).double()
+        cands = []
+        for (prefix, score, phi), row in zip(beams, logits):
+            children = sorted({int(codes[i, depth]) for i in unseen if tuple(codes[i, :depth]) == prefix})
+            if t == 0:
+                lp = torch.log_softmax(row, -1).numpy()
+                cands += [(prefix + (c,), score + lp[c], 0.0) for c in children]
+                continue
+            lp = torch.log_softmax(row / t, -1).numpy()
+            u = [uniform(cfg.seed, np.uint64(key), depth, hash64(0, *prefix), c) for c in children]
+            g = [phi + lp[c] - np.log(-np.log(x)) for c, x in zip(children, u)]
+            z = max(g)
+            cands += [(prefix + (c,), -np.log(np.exp(-score) - np.exp(-z) + np.exp(-gc)), phi + lp[c])
+                      for c, gc in zip(children, g)]
+        beams = sorted(cands, key=lambda x: -x[1])[:beam]  # stable
+    item = {tuple(c): i for i, c in enumerate(codes.tolist())}
+    return [(item[p], score) for p, score, _ in beams]
+
+
+def assert_beams_match(model, users=None, histories=None):
+    """``model.generate`` equals :func:`reference_beam` for these users or histories (dense indices)."""
+    if users is not None:
+        got = model.generate([str(model.user_ids[u]) for u in users])
+        rows = [(model.fit_histories(np.array([u])).items.tolist(), u) for u in users]
+    else:
+        got = model.generate(histories=[[str(model.item_ids[i]) for i in h] for h in histories])
+        rows = [(list(h), None) for h in histories]
+    assert got.items.shape == (len(rows), model.config.beam)
+    for (history, key), items, scores in zip(rows, got.items, got.scores):
+        want = reference_beam(model, history, model.config.beam, key)
+        real = items != None  # noqa: E711 (an object array)
+        assert real.sum() == len(want) and real[:len(want)].all()  # real items first, then padding
+        assert model.items_.index([str(i) for i in items[real]]).tolist() == [i for i, _ in want]
+        np.testing.assert_allclose(scores[real], [s for _, s in want], rtol=1e-4, atol=1e-4)
+        assert np.isneginf(scores[~real]).all()
+        assert not set(model.items_.index([str(i) for i in items[real]]).tolist()) & set(history)
+
+
+def prefix_history(model, stage) -> list[int]:
+    """A history holding every item under one first code and every item under one two-code prefix (so the
+    beam must skip those whole prefixes), then a few others: longer than ``max_len``."""
+    codes = model.codes_
+    first = codes[:, 0] == codes[0, 0]
+    other = np.flatnonzero(~first)[0]
+    second = (codes[:, :2] == codes[other, :2]).all(1)
+    rest = np.flatnonzero(~first & ~second)[:12]
+    history = np.concatenate([np.flatnonzero(first), np.flatnonzero(second), rest]).tolist()
+    assert len(history) > model.config.max_len and len(history) < stage.fit.n_items
+    return history
+
+
+@pytest.mark.parametrize("beam", [1, 4, 25, 70])
+def test_the_beam_search_equals_a_slow_reference(beam, model, stage, tmp_path):
+    """Known users, and histories whose seen items remove whole prefixes; a beam of 70 exceeds the 60 items
+    (every unseen item is generated, in order of its exact log-probability)."""
+    wide = with_settings(model, tmp_path, beam=beam)
+    assert_beams_match(wide, users=np.arange(0, stage.fit.n_users, 60))
+    history = prefix_history(model, stage)
+    assert_beams_match(wide, histories=[history, history[::-1][:5]])
+
+
+def test_the_stochastic_beam_equals_a_slow_reference_and_is_seeded(model, stage, tmp_path):
+    hot = with_settings(model, tmp_path, temperature=2.0, beam=8)
+    users = np.arange(0, stage.fit.n_users, 75)
+    assert_beams_match(hot, users=users)
+    names = [str(u) for u in hot.user_ids]
+    first = hot.generate(names).items
+    np.testing.assert_array_equal(with_settings(model, tmp_path, temperature=2.0, beam=8).generate(names).items,
+                                  first)
+    other = with_settings(model, tmp_path, temperature=2.0, beam=8, seed=7).generate(names).items
+    assert (other != first).any(axis=1).mean() > 0.5
+
+
+def test_ties_go_to_the_smaller_code(without_held, chain, tmp_path):
+    """Twins added under one prefix get new collision codes whose output rows are equal: their scores tie
+    exactly, and the beam lists them by code, as the reference does."""
+    model = Recommender.load(without_held.save(tmp_path / "before"))
+    title = chain.item_table([3]).get_column("title")[0]
+    model.add_items(pl.DataFrame({"item_id": [f"twin-{i}" for i in range(4)], "title": [title] * 4}))
+    model = with_settings(model, tmp_path, beam=model.n_items_)
+    got = model.generate([str(model.user_ids[0])])
+    twins = np.flatnonzero([str(i).startswith("twin-") for i in got.items[0]])
+    assert len(twins) == 4 and len(set(got.scores[0, twins].tolist())) == 1  # an exact tie
+    assert [got.items[0, i] for i in twins] == [f"twin-{i}" for i in range(4)]
+    assert_beams_match(model, users=[0, 1])
+
+
+def test_recommendations_stay_in_the_candidates_and_off_the_history(model, stage):
+    users = [str(u) for u in model.user_ids[:50]]
+    candidates = [str(i) for i in model.item_ids[::3]]
+    recs = model.recommend(users, k=10, items=candidates)
+    seen = stage.fit.matrix()
+    for u, row in enumerate(recs.items):
+        row = [i for i in row if i is not None]
+        assert set(row) <= set(candidates)
+        assert not seen[u, model.items_.index(row)].toarray().any()
+
+
 def test_windows_cover_every_next_item_step_once():
     frame = pl.DataFrame({"user_id": ["a"] * 7 + ["b"] * 2 + ["c"], "item_id": [str(i) for i in range(10)],
                           "timestamp": np.arange(10.0)})

@@ -93,12 +93,17 @@ def test_bad_settings_are_clear_errors(emb):
         CodeTrie(np.array([[0, 1], [0, 1]]))
 
 
-def test_trie_tables_and_alive_prefixes():
+def test_trie_tables_and_dead_prefixes():
     codes = np.array([[0, 0], [0, 1], [1, 0]])
     trie = CodeTrie(codes)
     np.testing.assert_array_equal(trie.child[0], [[0, 1]])  # root -> prefixes (0,) and (1,)
     np.testing.assert_array_equal(trie.child[1], [[0, 1], [2, -1]])  # depth 2 ids are the items
-    seen = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 0]], dtype=np.float32))
-    alive = trie.alive(seen, 2)
-    np.testing.assert_array_equal(alive[0], [[False, True], [True, True]])  # prefix (0,) has only seen items
-    np.testing.assert_array_equal(alive[1], [[False, False, True], [True, True, True]])
+    assert trie.n_prefixes == [1, 2, 3]
+    np.testing.assert_array_equal(trie.kid_code[0], [[0, 1], [0, 0]])  # last row: no prefix (padding)
+    np.testing.assert_array_equal(trie.kid[0], [[0, 1], [2, 2]])
+    np.testing.assert_array_equal(trie.kid_code[1], [[0, 1], [0, 0], [0, 0]])  # prefix (1,) has one child
+    np.testing.assert_array_equal(trie.kid[1], [[0, 1], [2, 3], [3, 3]])
+    seen = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 0], [0, 0, 2]], dtype=np.float32))
+    dead = trie.dead(seen)
+    np.testing.assert_array_equal(dead[0], [0 * 3 + 0, 2 * 3 + 1])  # row 0: prefix (0,); row 2: prefix (1,)
+    np.testing.assert_array_equal(dead[1], [0 * 4 + 0, 0 * 4 + 1, 2 * 4 + 2])  # the seen items themselves

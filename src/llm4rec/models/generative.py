@@ -18,8 +18,12 @@ sharing one item, so every next-item step is a target once), early stopping on
 validation NDCG@10 through the shared :class:`~llm4rec.training.Trainer`.
 
 Inference: a history (a known user's fit history, or any other) is read as
-its last ``max_len`` items. Batched beam search over the prefix trie of the
-semantic IDs, so every output is a real item; with ``exclude_seen`` only
+its last ``max_len`` items, once (its keys and values cached). Beam search
+over the prefix trie of the semantic IDs, so every output is a real item,
+runs as one tensor program per block of histories: at each level all (history,
+beam) rows take one transformer step, their candidates are the children lists
+of their prefixes, and one top-k per history keeps the best ``beam`` (ties:
+the better parent, then the smaller code); with ``exclude_seen`` only
 prefixes that lead to an item outside the history are expanded (evaluation
 and ``recommend`` mask those items anyway, and they would take beam places).
 An item's score is its sequence log-probability; items the beam did not
@@ -77,7 +81,7 @@ __all__ = ["FLOOR", "Generative", "GenerativeConfig"]
 #: the score of an item the beam did not generate: finite, far below any log-probability
 FLOOR = -1e30
 #: histories decoded per block at inference (block x beam x codebook logits)
-_BLOCK = 256
+_BLOCK = 64
 #: (history, candidate) pairs per block when scoring given items by teacher forcing
 _PAIRS = 1 << 16
 #: array-name prefix of the quantiser in the saved state
@@ -172,95 +176,129 @@ class _Decoder:
         return tok.reshape(len(items), -1)
 
     def history(self, net: GenerativeNet, items: np.ndarray) -> tuple[torch.Tensor, list, torch.Tensor]:
-        """Read histories int64[B, L] -> (last state float[B, d], per-block cache, real-token mask bool[B, N])."""
+        """Read histories int64[B, L] -> (last state float[B, d], per-block cache, attention bias float[B H, 1, N])
+        (:meth:`~llm4rec.nn.generative_net.GenerativeNet.read`)."""
         import torch
 
         m = self.trie.depth
         real = items >= 0
         first = int(np.argmax(real.any(0))) if real.any() else items.shape[1] - 1  # skip all-padding items
         tok = torch.from_numpy(self.tokens(items[:, first:])).to(net.head.weight.device)
-        states, cache = net(tok, first * m)
-        return states[:, -1], cache, tok < self.vocab
+        return net.read(tok, first * m)
 
     def log_probs(self, net: GenerativeNet, items: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """float32[B, C]: log p(candidate cand[b, c] | history items[b]), exactly, by teacher forcing."""
         import torch
 
         m, device = self.trie.depth, net.head.weight.device
-        last, cache, ok = self.history(net, items)
+        last, cache, bias = self.history(net, items)
         codes = torch.from_numpy(self.codes[cand]).to(device)  # (B, C, m)
         total = torch.log_softmax(net.logits(last, 0), -1).gather(1, codes[..., 0])  # (B, C)
         tokens, own = torch.from_numpy(self.token_of[cand]).to(device), None  # (B, C, m)
         for level in range(1, m):  # the beam's steps, so both score an item alike
-            h, own = net.step(tokens[..., level - 1], level - 1, cache, ok, own)  # (B, C, d)
+            h, own = net.step(tokens[..., level - 1], level - 1, cache, bias, own)  # (B, C, d)
             lp = torch.log_softmax(net.logits(h, level), -1)  # (B, C, K)
             total = total + lp.gather(2, codes[..., level:level + 1])[..., 0]
         return total.cpu().numpy()
 
     def generate(self, net: GenerativeNet, items: np.ndarray, seen: sp.csr_matrix | None, beam: int,
                  temperature: float, keys: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Constrained beam search: (int64[B, W] items, -1 = none; float32[B, W] scores), best first, W <= beam.
+        """Constrained beam search of B histories ``items`` int64[B, L] (right-aligned, -1 padded), all rows
+        and beams at once: (int64[B, beam] items, -1 = none; float32[B, beam] scores), best first.
 
-        ``seen`` (csr[B, I]) removes prefixes that lead only to seen items; at temperature > 0 the Gumbel
-        noise of row b is keyed by ``keys[b]`` (uint64[B]) and ``seed``.
+        At depth d each of the M beams of a row (a prefix id, or P_d for an empty beam) is extended by its
+        F_d children in the trie (:attr:`CodeTrie.kid`), the B x M x F_d candidates are scored from the
+        level's logits and the best ``beam`` of each row kept (ties: the better parent, then the smaller
+        code); the chosen beams' key-value caches follow them. ``seen`` (csr[B, I]) removes the children
+        that lead only to seen items; at temperature > 0 the Gumbel noise of row b is keyed by ``keys[b]``
+        (uint64[B]) and ``seed``.
         """
         import torch
 
         trie = self.trie
         m, b, t = trie.depth, len(items), temperature
-        last, cache, ok = self.history(net, items)
+        last, cache, bias = self.history(net, items)
         device = last.device
-        alive = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in trie.alive(seen, b)]  # per depth 1..m
-        prefix = torch.zeros(b, 1, dtype=torch.int64, device=device)  # (B, M) prefix ids, -1 = empty beam
+        kid_code = [torch.from_numpy(c).to(device) for c in trie.kid_code]  # per depth, (P_d + 1, F_d)
+        kid = [torch.from_numpy(c).to(device) for c in trie.kid]
+        # per depth 1..m, bool[B (P_d + 1)]: row b has seen every item under prefix p (CodeTrie.dead)
+        dead = []
+        for d, keys_d in enumerate([] if seen is None else trie.dead(seen)):
+            dead.append(torch.zeros(b * (trie.n_prefixes[d + 1] + 1), dtype=torch.bool, device=device))
+            dead[-1][torch.from_numpy(keys_d).to(device)] = True
+        rows = torch.arange(b, device=device)[:, None]  # (B, 1)
+        prefix = torch.zeros(b, 1, dtype=torch.int64, device=device)  # (B, M) prefix ids at depth; P_d = empty
         score = torch.zeros(b, 1, device=device)  # (B, M) log-probability (t = 0) or perturbed value G (t > 0)
         phi = torch.zeros(b, 1, device=device)  # (B, M) tempered log-probability (t > 0)
-        token = torch.zeros(b, 1, dtype=torch.int64, device=device)  # (B, M) the last code's token
-        own = None  # per block, the beams' (k, v) float[B, M, H, depth, d / H]
-        rows = torch.arange(b, device=device)[:, None, None]
+        token = None  # (B, M) the last code's token
+        own = None  # per block, the beams' earlier codes' keys and values float[s, B, M, 2, H, c]
         for depth in range(m):
             if depth == 0:
                 h = last[:, None]  # (B, 1, d)
             else:
-                h, own = net.step(token, depth - 1, cache, ok, own)  # (B, M, d)
+                h, own = net.step(token, depth - 1, cache, bias, own)  # (B, M, d)
             logits = net.logits(h, depth)  # (B, M, K)
-            child = torch.from_numpy(trie.child[depth]).to(device)[prefix.clamp(min=0)]  # (B, M, K)
-            valid = (child >= 0) & (prefix >= 0)[..., None] & alive[depth][rows, child.clamp(min=0)]
+            beams = prefix.flatten()  # (B M,)
+            code = kid_code[depth].index_select(0, beams).view(*prefix.shape, -1)  # (B, M, F) the children's codes
+            child = kid[depth].index_select(0, beams).view(code.shape)  # (B, M, F) their prefix ids at depth + 1
+            n_next = trie.n_prefixes[depth + 1]
+            valid = child < n_next  # (B, M, F)
+            if dead:  # and not a child whose items the row has all seen
+                valid &= ~dead[depth].take((rows * (n_next + 1))[..., None] + child)
             if t == 0:
-                cand = (score[..., None] + torch.log_softmax(logits, -1)).masked_fill(~valid, float("-inf"))
+                lp = torch.log_softmax(logits, -1).gather(2, code)  # (B, M, F)
+                cand = (score[..., None] + lp).masked_fill(~valid, float("-inf"))
             else:
-                phi_c = phi[..., None] + torch.log_softmax(logits / t, -1)  # (B, M, K)
-                g = (phi_c + self._gumbel(valid, prefix, depth, keys, seed)).masked_fill(~valid, float("-inf"))
+                phi_c = phi[..., None] + torch.log_softmax(logits / t, -1).gather(2, code)  # (B, M, F)
+                g = (phi_c + self._gumbel(valid, prefix, code, depth, keys, seed)).masked_fill(~valid, float("-inf"))
                 cand = _truncated_gumbel(score[..., None], g, valid)
-                phi_c = phi_c.masked_fill(~valid, float("-inf"))
             width = min(beam, cand.shape[1] * cand.shape[2])
-            score, index = cand.flatten(1).topk(width, dim=1)  # (B, width), best first
-            parent, code = index // cand.shape[2], index % cand.shape[2]
+            score, index = _top(cand.flatten(1), width)  # (B, width), best first
             if t > 0:
                 phi = phi_c.flatten(1).gather(1, index)
-            empty = torch.isneginf(score)
-            prefix = child.flatten(1).gather(1, index).masked_fill(empty, -1)
-            token = code + int(self.offsets[depth])
-            if own is not None:  # the chosen beams' caches
-                own = [(k[rows[:, :, 0], parent], v[rows[:, :, 0], parent]) for k, v in own]
-        return prefix.cpu().numpy(), score.cpu().numpy()
+            prefix = child.flatten(1).gather(1, index).masked_fill(torch.isneginf(score), n_next)
+            token = code.flatten(1).gather(1, index) + int(self.offsets[depth])
+            if own is not None and depth < m - 1:  # the chosen beams' caches
+                flat = (rows * cand.shape[1] + index // cand.shape[2]).flatten()  # (B width,) parent rows
+                own = [kv.flatten(1, 2).index_select(1, flat).unflatten(1, (b, width)) for kv in own]
+        top = torch.where(prefix < trie.n_items, prefix, -1)
+        pad = beam - top.shape[1]
+        return (np.pad(top.cpu().numpy(), ((0, 0), (0, pad)), constant_values=-1),
+                np.pad(score.cpu().numpy(), ((0, 0), (0, pad)), constant_values=-np.inf))
 
-    def _gumbel(self, valid: torch.Tensor, prefix: torch.Tensor, depth: int, keys: np.ndarray,
-                seed: int) -> torch.Tensor:
-        """float32[B, M, K] standard Gumbel noise at the valid children (0 elsewhere), a pure function of
-        (``seed``, the row's key, depth, the parent prefix's codes, the child's code)."""
+    def _gumbel(self, valid: torch.Tensor, prefix: torch.Tensor, code: torch.Tensor, depth: int,
+                keys: np.ndarray, seed: int) -> torch.Tensor:
+        """float32[B, M, F] standard Gumbel noise at the valid children (0 elsewhere; ``valid`` bool[B, M, F],
+        ``code`` their codes, ``prefix`` int64[B, M] their parents), a pure function of (``seed``, the row's
+        key, depth, the parent prefix's codes, the child's code)."""
         import torch
 
-        r, j, code = (x.cpu() for x in torch.nonzero(valid, as_tuple=True))
+        r, j, f = torch.nonzero(valid.cpu(), as_tuple=True)
         parent = prefix.cpu()[r, j].numpy()
-        u = uniform(seed, keys[r.numpy()], depth, self.paths[depth][parent], code.numpy())
+        u = uniform(seed, keys[r.numpy()], depth, self.paths[depth][parent], code.cpu()[r, j, f].numpy())
         noise = torch.zeros(valid.shape)
-        noise[r, j, code] = torch.from_numpy(-np.log(-np.log(np.maximum(u, 1e-20)))).float()
+        noise[r, j, f] = torch.from_numpy(-np.log(-np.log(np.maximum(u, 1e-20)))).float()
         return noise.to(valid.device)
 
 
+def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of each row of float32[B, N] (no NaN), best first, ties to the smaller column:
+    (float32[B, k] values, int64[B, k] columns). One top-k of int64 keys (the value's bits, ordered as
+    the floats are, then the column reversed), so no two keys tie."""
+    import torch
+
+    values = values + 0.0  # -0.0 -> 0.0: equal floats get equal bits
+    bits = values.view(torch.int32)
+    order = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()  # (B, N): sorts as the values do
+    n = values.shape[1]
+    index = ((order << 32) + torch.arange(n - 1, -1, -1, device=values.device)).topk(k, dim=1).indices
+    return values.gather(1, index), index
+
+
 def _truncated_gumbel(parent: torch.Tensor, g: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Children's perturbed values given the parent's: Gumbels g float[B, M, K] conditioned on their max
-    being parent float[B, M, 1] (Kool et al. 2019, appendix B, in a numerically stable form)."""
+    """Children's perturbed values given the parent's: Gumbels g float[B, M, F] (-inf off ``valid``)
+    conditioned on their max being parent float[B, M, 1] (Kool et al. 2019, appendix B, in a numerically
+    stable form)."""
     import torch
 
     z = g.max(-1, keepdim=True).values
@@ -273,21 +311,22 @@ def _truncated_gumbel(parent: torch.Tensor, g: torch.Tensor, valid: torch.Tensor
 
 def _beams(decoder: _Decoder, net: GenerativeNet, recent: np.ndarray, seen: sp.csr_matrix | None,
            keys: np.ndarray | None, beam: int, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The beams of B histories (``recent``: int64[B, L] item indices, right-aligned, -1 padded), in blocks:
-    (int64[B, W] items, -1 = none; float32[B, W] scores), best first. ``seen`` (csr[B, I]) prunes seen items;
-    ``keys`` (uint64[B]) key the noise at temperature > 0."""
+    """The beams of B histories (``recent``: int64[B, L] item indices, right-aligned, -1 padded): (int64[B, beam]
+    items, -1 = none; float32[B, beam] scores), best first. ``seen`` (csr[B, I]) prunes seen items; ``keys``
+    (uint64[B]) key the noise at temperature > 0. Decoded in blocks of histories of similar lengths (a block
+    reads as many items as its longest history holds); a row's beam does not depend on its block."""
     import torch
 
-    if len(recent) == 0:
-        return np.zeros((0, beam), dtype=np.int64), np.zeros((0, beam), dtype=np.float32)
+    top = np.full((len(recent), beam), -1, dtype=np.int64)
+    score = np.full((len(recent), beam), -np.inf, dtype=np.float32)
+    order = np.argsort((recent >= 0).sum(1), kind="stable")  # (B,) shortest history first
     net.eval()
-    blocks = []
     with torch.no_grad():
         for start in range(0, len(recent), _BLOCK):
-            rows = slice(start, start + _BLOCK)
-            blocks.append(decoder.generate(net, recent[rows], None if seen is None else seen[rows], beam,
-                                           temperature, None if keys is None else keys[rows], seed))
-    return np.concatenate([top for top, _ in blocks]), np.concatenate([score for _, score in blocks])
+            rows = order[start:start + _BLOCK]
+            top[rows], score[rows] = decoder.generate(net, recent[rows], None if seen is None else seen[rows], beam,
+                                                      temperature, None if keys is None else keys[rows], seed)
+    return top, score
 
 
 def _scores(decoder: _Decoder, net: GenerativeNet, recent: np.ndarray, seen: sp.csr_matrix | None,

@@ -291,6 +291,11 @@ class CodeTrie:
         sizes: int64[m] codebook size of each level (K_d).
         child: per depth d < m, int64[P_d, K_d]: the id of prefix + code at depth d + 1, -1 if no item has it.
         prefix: per depth d <= m, int64[I]: each item's prefix id at depth d.
+        n_prefixes: per depth d <= m, P_d (P_0 = 1, P_m = I).
+        kid_code: per depth d < m, int64[P_d + 1, F_d]: each prefix's children's codes, ascending, padded with
+            0 to F_d, the largest number of children at depth d; row P_d (no prefix: an empty beam) is padding.
+        kid: per depth d < m, int64[P_d + 1, F_d]: those children's prefix ids at depth d + 1, padded with
+            P_{d + 1}.
     """
 
     def __init__(self, codes: np.ndarray, sizes: np.ndarray | None = None) -> None:
@@ -309,19 +314,25 @@ class CodeTrie:
             table = np.full((self.prefix[d].max() + 1, self.sizes[d]), -1, dtype=np.int64)
             table[self.prefix[d], codes[:, d]] = self.prefix[d + 1]
             self.child.append(table)
-        # per depth d = 1..m: csr[I, P_d], item -> its prefix (seen items counted per prefix)
-        self._members = [sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), self.prefix[d])),
-                                       shape=(n, self.prefix[d].max() + 1)) for d in range(1, m + 1)]
+        self.n_prefixes = [len(table) for table in self.child] + [n]
+        self.kid_code, self.kid = [], []
+        for d, table in enumerate(self.child):
+            has = table >= 0
+            width = max(int(has.sum(1).max()), 1)
+            code = np.argsort(~has, axis=1, kind="stable")[:, :width]  # (P_d, F_d): the children first, ascending
+            kid = np.take_along_axis(table, code, 1)
+            pad = self.n_prefixes[d + 1]
+            self.kid_code.append(np.concatenate([np.where(kid >= 0, code, 0), np.zeros((1, width), np.int64)]))
+            self.kid.append(np.concatenate([np.where(kid >= 0, kid, pad), np.full((1, width), pad)]))
+        self._count = [np.bincount(self.prefix[d]) for d in range(m + 1)]  # per depth, items under each prefix
 
-    def alive(self, seen: sp.csr_matrix | None, rows: int) -> list[np.ndarray]:
-        """Per depth d = 1..m, bool[rows, P_d]: the prefix leads to an item outside ``seen`` (csr[rows, I])
-        (all True without ``seen``)."""
+    def dead(self, seen: sp.csr_matrix) -> list[np.ndarray]:
+        """Per depth d = 1..m, int64[D_d] ascending: the keys r (P_d + 1) + p of the (row, prefix) pairs of
+        ``seen`` (csr[rows, I], nonzero = seen) whose items are all seen, prefixes leading to no other item."""
+        seen = sp.csr_matrix(seen > 0)
+        rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))  # (nnz,)
         out = []
-        seen = None if seen is None else (seen > 0).astype(np.float32)
-        for d, members in zip(range(1, self.depth + 1), self._members):
-            count = np.bincount(self.prefix[d])  # (P_d,) items under each prefix
-            if seen is None:
-                out.append(np.broadcast_to(count > 0, (rows, len(count))))
-                continue
-            out.append(count[None] - (seen @ members).toarray() > 0.5)
+        for d in range(1, self.depth + 1):
+            key, n_seen = np.unique(rows * (self.n_prefixes[d] + 1) + self.prefix[d][seen.indices], return_counts=True)
+            out.append(key[n_seen == self._count[d][key % (self.n_prefixes[d] + 1)]])
         return out

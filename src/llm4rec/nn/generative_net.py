@@ -8,9 +8,11 @@ token sequence ``[c_1^1 .. c_1^m, ..., c_L^1 .. c_L^m]`` with token id
     h   = Blocks(x)                                         # CausalBlock, pre-LN
     p(code at level l | everything before) = softmax(h_{n-1} W_l)  # one output slice per level
 
-:meth:`GenerativeNet.forward` reads whole windows (training, and the history
-at inference); :meth:`GenerativeNet.step` appends one code to a cached
-history for each of M continuations (beam search, teacher-forced scoring).
+:meth:`GenerativeNet.forward` reads whole windows (training);
+:meth:`GenerativeNet.read` reads a history once for decoding (its last state
+and every position's keys and values) and :meth:`GenerativeNet.step` appends
+one code to it for each of M continuations (beam search, teacher-forced
+scoring).
 """
 
 from __future__ import annotations
@@ -72,12 +74,15 @@ class GenerativeNet(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.vocab)
 
-    def forward(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, list]:
-        """tokens int64[B, N] (columns start.. of the flat layout; padding = vocab) -> (float[B, N, d] states,
-        per-block (k, v) float[B, H, N, d / H])."""
+    def embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """tokens int64[B, N] (columns start.. of the flat layout; padding = vocab) -> float[B, N, d] inputs."""
         m = len(self.config.sizes)
         col = torch.arange(start, start + tokens.shape[1], device=tokens.device)  # (N,)
-        x = self.drop(self.tokens(tokens) + self.positions(col // m) + self.level_emb(col % m))  # (B, N, d)
+        return self.drop(self.tokens(tokens) + self.positions(col // m) + self.level_emb(col % m))
+
+    def forward(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, list]:
+        """tokens int64[B, N] (as :meth:`embed`) -> (float[B, N, d] states, per-block (k, v) float[B, H, N, d / H])."""
+        x = self.embed(tokens, start)  # (B, N, d)
         mask = causal_mask(tokens < self.config.vocab)  # (B, 1, N, N)
         cache = []
         for block in self.blocks:
@@ -85,15 +90,40 @@ class GenerativeNet(nn.Module):
             cache.append(kv)
         return self.norm(x), cache
 
-    def step(self, token: torch.Tensor, level: int, cache: list, past_ok: torch.Tensor,
+    def read(self, tokens: torch.Tensor, start: int) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """Read B histories for decoding: tokens int64[B, N] (as :meth:`embed`) -> (float[B, d] the last position's
+        state, as :meth:`forward` gives it; per-block cache for :meth:`step`: keys transposed float[B H, d / H, N]
+        and values float[B H, N, d / H]; attention bias float[B H, 1, N]: 0 on real tokens, -inf on padding)."""
+        x = self.embed(tokens, start)  # (B, N, d)
+        mask = causal_mask(tokens < self.config.vocab)  # (B, 1, N, N)
+        bias = torch.zeros(tokens.shape, device=tokens.device).masked_fill(tokens >= self.config.vocab, float("-inf"))
+        bias = bias.repeat_interleave(self.config.heads, 0)[:, None]  # (BH, 1, N)
+        cache = []
+        for block in self.blocks[:-1]:
+            x, (k, v), _ = block(x, mask)  # (B, N, d); (B, H, N, d / H) each
+            cache.append((k.flatten(0, 1).transpose(1, 2).contiguous(), v.flatten(0, 1).contiguous()))
+        last, kv = self.blocks[-1].last(x, bias)  # (B, d)
+        return self.norm(last), cache + [kv], bias
+
+    def step(self, token: torch.Tensor, level: int, cache: list, bias: torch.Tensor,
              own: list | None) -> tuple[torch.Tensor, list]:
-        """The next item's code at ``level`` as tokens int64[B, M] after a cached history (``cache`` from
-        :meth:`forward`, ``past_ok`` bool[B, N] its real tokens) and the continuations' earlier codes
-        (per-block ``own`` caches, None at the first code) -> (float[B, M, d] states, own caches)."""
-        x = self.tokens(token) + self.positions.weight[self.config.max_len] + self.level_emb.weight[level]
+        """The next item's code at ``level`` as tokens int64[B, M] after B cached histories (``cache`` and
+        ``bias`` from :meth:`read`) and the continuations' earlier codes (per-block ``own`` keys and values
+        float[s, B, M, 2, H, d / H], None at the first code) -> (float[B, M, d] states, own caches with the code).
+
+        The first block's input and projections depend on the code alone: they are computed once for the
+        level's K codes and looked up.
+        """
+        lo = self.config.offsets[level]
+        x = self.tokens.weight[lo:lo + self.config.sizes[level]] + self.positions.weight[self.config.max_len] + \
+            self.level_emb.weight[level]  # (K, d)
+        first = self.blocks[0]
+        code = token - lo  # (B, M)
+        qkv = F.embedding(code, first.qkv(first.norm1(x)))  # (B, M, 3d)
+        x = F.embedding(code, x)  # (B, M, d)
         new = []
         for i, (block, past) in enumerate(zip(self.blocks, cache)):
-            x, kv = block.step(x, past, past_ok, None if own is None else own[i])
+            x, kv = block.step(x, past, bias, None if own is None else own[i], qkv if i == 0 else None)
             new.append(kv)
         return self.norm(x), new
 
