@@ -80,7 +80,7 @@ def main() -> None:
     ds = load_dataset(DATA / "amazon-beauty")
     texts = item_texts(ds)
     sample = texts[:args.n]
-    options = {"minilm": {}, "minilm-int8": {"num_threads": args.threads},
+    options = {"minilm": {"threads": args.threads}, "minilm-int8": {"num_threads": args.threads},
                "e5-multilingual": {"num_threads": args.threads}}
     encoders = {name: get_encoder(name, **options[name]) for name in BACKENDS}
     vectors, runs = {}, {}

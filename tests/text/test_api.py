@@ -11,11 +11,11 @@ from llm4rec.text import item_embeddings, item_texts, user_embeddings, user_text
 
 def test_public_surface():
     assert set(llm4rec.text.__all__) == {
-        "ENCODERS", "E5Encoder", "EmbeddingCache", "HFEncoder", "OnnxEncoder", "SentenceTransformerEncoder",
+        "ENCODERS", "E5Encoder", "EmbeddingCache", "HFEncoder", "Int8Encoder", "OnnxEncoder", "SentenceTransformerEncoder",
         "Template", "TextEncoder", "default_cache_dir", "default_item_template", "default_user_template",
         "encode_cached", "encode_table", "get_encoder", "item_embeddings", "item_template", "item_texts",
         "item_titles", "scrub_pii", "table_texts", "text_encoder", "user_embeddings", "user_texts"}
-    assert set(llm4rec.text.ENCODERS) == {"minilm", "minilm-int8", "e5-multilingual"}
+    assert set(llm4rec.text.ENCODERS) == {"minilm", "minilm-int8", "minilm-qint8", "e5-multilingual"}
 
 
 def test_item_embeddings_are_aligned_normalised_and_cached(minilm_int8, synthetic, tmp_path):

@@ -24,9 +24,9 @@ class CountingEncoder(OnnxEncoder):
         super().__init__(num_threads=1)
         self.encoded: list[str] = []
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
         self.encoded.extend(texts)
-        return super()._encode_batch(texts)
+        return super()._tokenize(texts)
 
 
 class FakeEncoder(TextEncoder):

@@ -65,17 +65,17 @@ def test_an_interrupted_embed_resumes_from_the_cache(capsys, data_dir, tmp_path,
     ds = load_dataset(data_dir)
     n_texts = len(set(item_texts(ds, default_item_template(ds))))
     monkeypatch.setattr("llm4rec.text.cache.STORE_EVERY", 8)  # with --batch-size 4: a shard every 2 batches
-    encoded: list[str] = []
+    encoded: list[int] = []  # one entry per text encoded
     stop_after = [5]  # batches; then Ctrl-C
-    real = OnnxEncoder._encode_batch
+    real = OnnxEncoder._encode_ids
 
-    def counting(self, texts):
+    def counting(self, ids, mask):
         if len(encoded) == 4 * stop_after[0]:
             raise KeyboardInterrupt
-        encoded.extend(texts)
-        return real(self, texts)
+        encoded.extend(range(len(ids)))
+        return real(self, ids, mask)
 
-    monkeypatch.setattr(OnnxEncoder, "_encode_batch", counting)
+    monkeypatch.setattr(OnnxEncoder, "_encode_ids", counting)
     out, cache = tmp_path / "emb", tmp_path / "cache"
     args = ["embed", "-d", str(data_dir), "-e", "minilm-int8", "-o", str(out), "--cache-dir", str(cache),
             "--batch-size", "4"]

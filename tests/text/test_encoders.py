@@ -12,7 +12,7 @@ from llm4rec.errors import InputError
 from llm4rec.text import HFEncoder, get_encoder
 from llm4rec.text.encoders import pool
 
-BACKENDS = ["minilm", "minilm_int8", "e5", "hf_minilm"]
+BACKENDS = ["minilm", "minilm_int8", "minilm_qint8", "e5", "hf_minilm"]
 SPACE, ROCKETS, COOKING = "space starship galaxy", "astronaut rocket orbit", "garlic pasta recipe"
 TITLES = ["Toy Story (1995). Genres: Animation Children's Comedy", "GoldenEye (1995). Genres: Action Thriller",
           "Heat (1995). Genres: Action Crime Thriller", "Sense and Sensibility (1995). Genres: Drama Romance",
@@ -82,15 +82,18 @@ def test_cls_and_last_token_pooling_on_a_real_model(minilm_path, hf_minilm, pool
                                                             "small kitchen"])) > 0.1
 
 
-def test_fingerprint_is_stable_distinct_and_loads_nothing(minilm, minilm_int8, minilm_path):
+def test_fingerprint_is_stable_distinct_and_loads_nothing(minilm, minilm_int8, minilm_qint8, minilm_path):
     fresh = get_encoder("minilm")
     assert fresh.fingerprint == minilm.fingerprint and not fresh.loaded
+    assert fresh.fingerprint == "6bb9a1fc4a332fe4"  # unchanged by the token-length fast path: caches stay valid
+    assert get_encoder("minilm", threads=1).fingerprint == fresh.fingerprint
     assert get_encoder(str(minilm_path)).fingerprint == minilm.fingerprint  # the same folder, the same vectors
-    fingerprints = {minilm.fingerprint, minilm_int8.fingerprint, get_encoder("minilm", max_length=64).fingerprint,
+    fingerprints = {minilm.fingerprint, minilm_int8.fingerprint, minilm_qint8.fingerprint,
+                    get_encoder("minilm", max_length=64).fingerprint,
                     get_encoder("e5-multilingual").fingerprint,
                     get_encoder("e5-multilingual", kind="query").fingerprint,
                     get_encoder(str(minilm_path), pooling="cls").fingerprint}
-    assert len(fingerprints) == 6
+    assert len(fingerprints) == 7
 
 
 def test_device_option_is_checked_and_never_changes_the_fingerprint(minilm, minilm_path):

@@ -17,7 +17,8 @@ EMBED_FILES = ("embeddings.npy", "items.json", "meta.json")
 def embed_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset file or directory."),
     encoder: str = typer.Option("minilm", "--encoder", "-e",
-                                help="minilm, minilm-int8, e5-multilingual, or a model folder / .onnx / .gguf path."),
+                                help="minilm, minilm-qint8, minilm-int8, e5-multilingual, "
+                                     "or a model folder / .onnx / .gguf path."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (written atomically)."),
     template: str = typer.Option(None, "--template", "-t",
                                  help="Item text template, e.g. '{title}. Categories: {categories}' "

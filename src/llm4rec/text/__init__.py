@@ -27,6 +27,7 @@ from llm4rec.text.encoders import (
     ENCODERS,
     E5Encoder,
     HFEncoder,
+    Int8Encoder,
     OnnxEncoder,
     SentenceTransformerEncoder,
     TextEncoder,
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 
     from llm4rec.data.dataset import Dataset
 
-__all__ = ["ENCODERS", "E5Encoder", "EmbeddingCache", "HFEncoder", "OnnxEncoder", "SentenceTransformerEncoder",
-           "Template", "TextEncoder", "default_cache_dir", "default_item_template", "default_user_template",
+__all__ = ["ENCODERS", "E5Encoder", "EmbeddingCache", "HFEncoder", "Int8Encoder", "OnnxEncoder",
+           "SentenceTransformerEncoder", "Template", "TextEncoder", "default_cache_dir", "default_item_template", "default_user_template",
            "encode_cached", "encode_table", "get_encoder", "item_embeddings", "item_template", "item_texts",
            "item_titles", "scrub_pii", "table_texts", "text_encoder", "user_embeddings", "user_texts"]
 
@@ -79,8 +80,9 @@ def item_embeddings(dataset: Dataset, *, encoder: str | TextEncoder = "minilm", 
 
     Args:
         dataset: a dataset with item attributes (any split's fit set shares them).
-        encoder: a registered name (``"minilm"``, ``"minilm-int8"``,
-            ``"e5-multilingual"``), a model path, or a :class:`TextEncoder`.
+        encoder: a registered name (``"minilm"``, ``"minilm-qint8"``,
+            ``"minilm-int8"``, ``"e5-multilingual"``), a model path, or a
+            :class:`TextEncoder`.
         template: item text template over attribute columns, a string or a
             :class:`Template` (``None``: the dataset's default, see
             :func:`default_item_template`).
