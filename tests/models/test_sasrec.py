@@ -172,3 +172,89 @@ def test_items_without_training_interactions_are_never_trained_as_negatives(loss
     grad = model.net_.items.weight.grad  # (n_items + 1, d), row 0 padding
     assert float(grad[cold + 1].abs().max()) == 0.0
     assert float(grad[1:].abs().sum()) > 0  # the interacted items do get gradient
+
+
+def test_length_groups_are_runs_of_one_power_of_two_size_class():
+    import numpy as np
+
+    from llm4rec.models.sasrec import _length_groups
+
+    lengths = np.array([1, 2, 4, 5, 8, 9, 16, 17, 50])  # classes: <= 4, 5-8, 9-16, 17-32, 33-64
+    assert _length_groups(lengths) == ((0, 3, 4), (3, 5, 8), (5, 7, 16), (7, 8, 17), (8, 9, 50))
+    assert _length_groups(np.array([3, 3])) == ((0, 2, 3),)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce", "softmax"])
+def test_the_loss_read_in_length_groups_is_the_loss_of_the_padded_batch(loss):
+    """Reading each group of the batch only as wide as its longest sequence changes nothing but rounding:
+    the loss and every gradient equal those of one forward pass over the padded batch (no dropout)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from llm4rec.models.sasrec import _Task
+    from llm4rec.nn import LOSSES
+
+    data = cycle_chain(n_users=120, length=(3, 30))  # sequences of every size class up to 32
+    model = create_model("sasrec", {**FAST, "epochs": 1, "loss": loss, "negatives": 20, "dropout": 0.0,
+                                    "max_len": 30}).fit(data)
+    task = _Task(model, data)
+    batch = task.batch(np.arange(task.n_examples), np.random.default_rng(0))
+    assert len(batch.groups) >= 3 and batch.groups[-1][1] == task.n_examples
+    net = model.net_.train()
+    ours = task.loss(net, batch)
+    grads = torch.autograd.grad(ours, list(net.parameters()))
+    states, _ = net(batch.inputs)  # the reference: the whole padded batch at once
+    valid = batch.target >= 0
+    h, target, table = states[valid], batch.target[valid], net.item_table()
+    if loss == "ce":
+        reference = F.cross_entropy(h @ table.T, target)
+    elif loss == "bce":
+        neg = batch.neg[valid]
+        reference = LOSSES["bce"]((h * table[target]).sum(-1), (h * table[neg]).sum(-1, keepdim=True),
+                                  (neg != target)[:, None])
+    else:
+        reference = LOSSES["softmax"]((h * table[target]).sum(-1), h @ table[batch.neg].T,
+                                      batch.neg[None, :] != target[:, None])
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    for g, r in zip(grads, torch.autograd.grad(reference, list(net.parameters()))):
+        assert torch.allclose(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_dp_reads_the_batch_in_one_forward_pass():
+    """Opacus follows one forward pass per step, so under DP the batch is one group."""
+    import numpy as np
+
+    from llm4rec.models.sasrec import _Task
+
+    data = cycle_chain(n_users=60, length=(3, 30))
+    model = create_model("sasrec", {**FAST, "epochs": 1}).fit(data)
+    model.config = model.config.model_copy(update={"dp_noise_multiplier": 1.0})
+    task = _Task(model, data)
+    batch = task.batch(np.arange(10), np.random.default_rng(0))
+    assert batch.groups == ((0, 10, batch.inputs.shape[1]),)
+
+
+def test_scores_read_by_size_class_equal_full_width_reads():
+    """Each history is read as wide as its size class; the scores are those of a read of all max_len
+    positions (the slow reference, one history at a time) up to rounding, whichever rows share the call."""
+    import numpy as np
+    import torch
+
+    from llm4rec.models.sasrec import _last_states, _score
+
+    data = cycle_chain(n_users=80, length=(1, 40))
+    model = create_model("sasrec", {**FAST, "epochs": 1, "max_len": 30}).fit(data)
+    net = model.net_.eval()
+    recent = data.recent_items(30)
+    recent[:5] = -1  # empty histories too
+    with torch.no_grad():
+        table = net.item_table()
+        slow = np.stack([(net(torch.as_tensor(r[None] + 1))[0][0, -1] @ table.T).numpy() for r in recent])
+    fast = _score(net, recent, None, torch.device("cpu"))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_score(net, recent[7:9], None, torch.device("cpu")), fast[7:9], rtol=1e-5, atol=1e-5)
+    items = np.array([4, 0, 9])
+    np.testing.assert_allclose(_score(net, recent, items, torch.device("cpu")), fast[:, items], rtol=1e-5, atol=1e-6)
+    states = _last_states(net, recent, torch.device("cpu"))
+    np.testing.assert_allclose(states @ table.detach().numpy().T, fast, rtol=1e-5, atol=1e-5)

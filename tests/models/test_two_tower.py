@@ -411,3 +411,32 @@ def test_lora_finetuning_that_validates_worse_keeps_the_frozen_model(loo, cache)
     assert wrecked.adapters_ == {}
     with pytest.raises(InputError, match="finetune"):
         create_model("llm-two-tower", {"finetune": "lora", "encoder": None})
+
+
+def test_the_batch_forward_equals_the_towers_applied_to_each_part():
+    """forward computes each distinct item of a batch once and splits the result: the representations and
+    every gradient are those of the item tower applied to the history, the positives and the negatives apart."""
+    import torch
+
+    from llm4rec.nn.two_tower_net import TwoTowerNet, TwoTowerNetConfig
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = TwoTowerNetConfig(n_items=40, n_users=5, dim=8, text_dim=8, hidden=16, id_dropout=0.0, dropout=0.0,
+                            max_history=4)
+    net = TwoTowerNet(cfg, text=torch.randn(40, 8, generator=gen), log_count=torch.rand(40, generator=gen) + 0.5)
+    for p in net.parameters():  # every weight away from its (partly zero) start
+        torch.nn.init.normal_(p, std=0.3, generator=gen)
+    users = torch.arange(5)
+    history = torch.randint(40, (5, 4), generator=gen)
+    mask = torch.rand(5, 4, generator=gen) < 0.7
+    pos, neg = torch.randint(40, (5,), generator=gen), torch.randint(40, (1, 9), generator=gen)
+    ours = net(users, history, mask, pos, neg)
+    parts = (net.users(users, net.items(history), mask), net.items(pos), net.items(neg))
+    for a, b in zip(ours, parts):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+    weights = [torch.randn(t.shape, generator=gen) for t in parts]
+    params = [p for p in net.parameters()]
+    grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours)), params)
+    reference = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, parts)), params)
+    for g, r in zip(grads, reference):
+        assert torch.allclose(g, r, atol=1e-5)

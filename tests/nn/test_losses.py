@@ -10,6 +10,7 @@ from llm4rec.nn import (
     bce_loss,
     bpr_loss,
     fgsm_delta,
+    full_softmax_loss,
     mse_loss,
     sampled_softmax_loss,
 )
@@ -81,3 +82,40 @@ def test_apr_loss_adds_the_loss_at_the_worst_perturbation():
     assert total.item() == pytest.approx(25.0 + w * (3.3 ** 2 + 4.4 ** 2), rel=1e-12)
     total.backward()  # delta is a constant: d/dx = 2x + w * 2 (x + delta)
     assert torch.allclose(x.grad, t(6.0 + w * 6.6, 8.0 + w * 8.8))
+
+
+def test_full_softmax_loss_is_cross_entropy_over_the_whole_table():
+    states, table = t([1.0, 0.0], [0.0, 2.0]), t([1.0, 0.0], [0.0, 1.0], [1.0, 1.0])
+    target = torch.tensor([0, 2])
+    # logits: (1, 0, 1) and (0, 2, 2)
+    expected = ((math.log(2 * math.e + 1) - 1) + (math.log(1 + 2 * math.e ** 2) - 2)) / 2
+    assert full_softmax_loss(states, table, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 20])  # elements per block: one row each, a few rows, all rows
+def test_full_softmax_loss_matches_cross_entropy_value_and_gradients_in_blocks(monkeypatch, block):
+    import llm4rec.nn.losses as losses
+
+    monkeypatch.setattr(losses, "_BLOCK_ELEMENTS", block)
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(23, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(11, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(11, (23,), generator=gen)
+    reference = torch.nn.functional.cross_entropy(states @ table.T, target)
+    ref_grads = torch.autograd.grad(3.0 * reference, (states, table))
+    ours = full_softmax_loss(states, table, target)
+    grads = torch.autograd.grad(3.0 * ours, (states, table))
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-12)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_full_softmax_loss_gives_gradients_only_where_asked_and_runs_backward_once():
+    states, table = t([1.0, 2.0]), t([1.0, 0.0], [0.0, 1.0]).requires_grad_()  # states without grad
+    loss = full_softmax_loss(states, table, torch.tensor([1]))
+    loss.backward(retain_graph=True)
+    # d/de_i = (softmax_i - onehot_i) h, softmax of the logits (1, 2) = (p, 1 - p) with p = e / (e + e^2)
+    p = math.e / (math.e + math.e ** 2)
+    assert torch.allclose(table.grad, t([p, 2 * p], [-p, -2 * p]))
+    with pytest.raises(RuntimeError, match="once"):
+        loss.backward()

@@ -98,6 +98,21 @@ def test_training_reduces_the_loss_and_is_deterministic_under_a_seed():
     assert a.best_epoch is None and a.epsilon is None  # no validation, no DP
 
 
+@pytest.mark.parametrize("l2", [0.0, 1e-3])
+def test_the_optimiser_steps_exactly_as_the_per_weight_adam_loop(monkeypatch, l2):
+    """The trainer's Adam (one batched kernel per step over all weights) gives the very weights of torch's
+    per-weight loop (``foreach=False``, the slow reference)."""
+    fast = Trainer(options(epochs=3, l2=l2)).fit(ToyTask())
+    adam = torch.optim.Adam
+
+    def per_weight(params, **kwargs):
+        return adam(params, **{**kwargs, "foreach": False})
+
+    monkeypatch.setattr(torch.optim, "Adam", per_weight)
+    slow = Trainer(options(epochs=3, l2=l2)).fit(ToyTask())
+    assert torch.equal(fast.module.weight, slow.module.weight) and torch.equal(fast.module.bias, slow.module.bias)
+
+
 def test_run_directory_holds_csv_tensorboard_plot_config_and_metrics(tmp_path):
     run = tmp_path / "run"
     config = {"model": "toy", "config": {"lr": 0.05}}

@@ -8,6 +8,7 @@ import traceback
 import typer
 from typer import _click
 
+from llm4rec.cli.compress_cmd import compress_command
 from llm4rec.cli.data_cmd import data_app
 from llm4rec.cli.embed_cmd import embed_command
 from llm4rec.cli.evaluate_cmd import evaluate_command
@@ -39,6 +40,7 @@ app.command("quickstart")(quickstart_command)
 app.command("simulate")(simulate_command)
 app.command("tune")(tune_command)
 app.command("recommend")(recommend_command)
+app.command("compress")(compress_command)
 app.command("run")(run_command)
 app.command("serve")(serve_command)
 app.command("publish")(publish_command)

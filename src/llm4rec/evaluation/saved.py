@@ -96,19 +96,21 @@ class _FromHistories:
 
 
 def evaluate_saved(model_path: str | Path, dataset: Dataset, *, protocol: str = "loo", seed: int = 2026,
-                   stage: str = "test", progress: Any = None, data_path: str | None = None) -> Experiment:
+                   stage: str = "test", progress: Any = None, data_path: str | None = None,
+                   metrics: tuple[str, ...] | None = None) -> Experiment:
     """Evaluate the bundle at ``model_path`` as it is on a stage of ``dataset`` (see the module docstring).
 
     ``progress(step, done, total)`` as in
     :func:`~llm4rec.evaluation.experiment.run_experiment`. The record is
     run_experiment's, with ``fit_seconds`` 0, plus ``model_path``,
-    ``evaluated_as`` and ``model_provenance``.
+    ``evaluated_as`` and ``model_provenance``. ``metrics``: the stage's own when None.
     """
     from llm4rec._runinfo import PeakMemory
 
     start = time.perf_counter()
     with PeakMemory() as peak:
-        model, split, st, result, added = _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress)
+        model, split, st, result, added = _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress,
+                                                           metrics)
     record = {
         "dataset": dataset.name, "protocol": result.title.split(" ")[0], "seed": seed,
         "split_fingerprint": split.fingerprint, "model": model.name,
@@ -123,7 +125,7 @@ def evaluate_saved(model_path: str | Path, dataset: Dataset, *, protocol: str = 
     return Experiment(record, result, model, split)
 
 
-def _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress):
+def _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress, metrics):
     """(model, split, stage, EvalResult, number of items added) of :func:`evaluate_saved`."""
     model = Recommender.load(model_path)
     split = make_split(dataset, protocol, seed=seed)
@@ -150,7 +152,7 @@ def _evaluate_bundle(model_path, dataset, protocol, seed, stage, progress):
         done[0] += n
         report("evaluate", done[0], len(st.users))
 
-    return model, split, st, evaluate(scorer, st, progress=advance), added
+    return model, split, st, evaluate(scorer, st, metrics=metrics, progress=advance), added
 
 
 def _adds_items(model: Recommender) -> bool:

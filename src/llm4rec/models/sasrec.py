@@ -28,6 +28,7 @@ items through :meth:`SASRecText.add_items`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -94,18 +95,22 @@ class SequenceBatch:
         inputs: int64[B, L] item index + 1 (0 = padding).
         target: int64[B, L] next item index, -1 where there is none.
         neg: int64[B, L] (bce) or int64[N] (softmax) sampled negatives, or None (ce).
+        groups: (start, stop, width) runs of rows whose sequences are at most ``width`` long, read
+            apart (``inputs[start:stop, -width:]``) so the network skips most of the padding; one
+            run of the whole batch under DP.
         views: two int64[B, L'] augmented copies of ``inputs`` (contrastive loss), or None.
     """
 
     inputs: torch.Tensor
     target: torch.Tensor
     neg: torch.Tensor | None
+    groups: tuple[tuple[int, int, int], ...]
     views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> SequenceBatch:
         """The batch on ``device``."""
         return SequenceBatch(self.inputs.to(device), self.target.to(device),
-                             None if self.neg is None else self.neg.to(device),
+                             None if self.neg is None else self.neg.to(device), self.groups,
                              None if self.views is None else (self.views[0].to(device), self.views[1].to(device)))
 
 
@@ -151,8 +156,14 @@ class _Task:
         window = self.window[index]  # (B, L + 1)
         inputs, target = window[:, :-1], window[:, 1:]
         target = np.where(inputs >= 0, target, -1)  # a padded input predicts nothing
-        real = inputs >= 0
-        first = int(np.argmax(real.any(0)))  # drop columns that are padding for the whole batch
+        lengths = (inputs >= 0).sum(1)  # (B,) right-aligned: the real items are the last ones
+        if self.cfg.dp_noise_multiplier > 0:  # Opacus follows one forward pass per step
+            groups = ((0, len(index), int(lengths.max())),)
+        else:  # shortest first, so that the batch splits into runs of about one length
+            order = np.argsort(lengths, kind="stable")
+            inputs, target, lengths = inputs[order], target[order], lengths[order]
+            groups = _length_groups(lengths)
+        first = inputs.shape[1] - int(lengths.max())  # drop columns that are padding for the whole batch
         inputs, target = inputs[:, first:], target[:, first:]
         neg = None
         if self.cfg.loss == "bce":
@@ -162,7 +173,7 @@ class _Task:
         views = None
         if self.cfg.contrastive > 0:
             views = (self._view(inputs, rng), self._view(inputs, rng))
-        return SequenceBatch(torch.from_numpy(inputs + 1), torch.from_numpy(target), neg, views)
+        return SequenceBatch(torch.from_numpy(inputs + 1), torch.from_numpy(target), neg, groups, views)
 
     def _view(self, inputs: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """int64[B, L'] one augmented copy of ``inputs`` (-1 padded) as model input (0 = padding)."""
@@ -174,13 +185,14 @@ class _Task:
         return torch.from_numpy(slots[:, int(np.argmax(real.any(0))):])
 
     def loss(self, module: SASRecNet, batch: SequenceBatch) -> torch.Tensor:
-        import torch.nn.functional as F
+        import torch
 
-        from llm4rec.nn import LOSSES
+        from llm4rec.nn import LOSSES, full_softmax_loss
 
-        states, _ = module(batch.inputs)  # (B, L, d)
         valid = batch.target >= 0
-        h = states[valid]  # (P, d): positions with a next item
+        # (P, d): the states of the positions with a next item, in the row-major order of ``valid``: each
+        # group is read only as wide as its longest sequence, where its every next-item position lies
+        h = torch.cat([module(batch.inputs[a:b, -w:])[0][valid[a:b, -w:]] for a, b, w in batch.groups])
         target = batch.target[valid]  # (P,)
         table = module.item_table()  # (I, d)
         extra = 0.0
@@ -188,9 +200,9 @@ class _Task:
             extra = self.cfg.contrastive * _contrastive(module, batch.views, self.cfg.cl_temperature)
         if self.cfg.loss == "ce":
             if self.full_catalogue:
-                return F.cross_entropy(h @ table.T, target) + extra
+                return full_softmax_loss(h, table, target) + extra
             column = self.slot_t.to(h.device)[target]  # (P,) the target's column among the pool
-            return F.cross_entropy(h @ table[self.pool_t.to(h.device)].T, column) + extra
+            return full_softmax_loss(h, table[self.pool_t.to(h.device)], column) + extra
         s_pos = (h * table[target]).sum(-1)  # (P,)
         if self.cfg.loss == "bce":
             neg = batch.neg[valid]  # (P,)
@@ -201,6 +213,20 @@ class _Task:
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         return _score(self.net, self.history[np.asarray(users, dtype=np.int64)], items, self.model.device)
+
+
+def _length_groups(lengths: np.ndarray) -> tuple[tuple[int, int, int], ...]:
+    """(start, stop, width) runs of ``lengths`` (int[B], ascending) that share a power-of-two size class
+    (up to 4, 5-8, 9-16...); ``width`` is the longest length of the run.
+
+    A run costs one pass through the network, and no sequence longer than 4
+    is padded to more than twice its length: a batch of Amazon Beauty holds
+    5 runs and 1/6 of the positions of one block padded to its longest."""
+    size = np.ceil(np.log2(np.maximum(lengths, 4))).astype(np.int64)  # (B,) size class
+    stops = np.append(np.flatnonzero(np.diff(size)) + 1, len(lengths))  # (G,)
+    starts = np.append(0, stops[:-1])
+    widths = lengths[stops - 1]  # ascending: a run's longest is its last
+    return tuple(zip(starts.tolist(), stops.tolist(), widths.tolist()))
 
 
 def _contrastive(module: SASRecNet, views: tuple[torch.Tensor, torch.Tensor], temperature: float) -> torch.Tensor:
@@ -226,10 +252,8 @@ def _score(net: SASRecNet, recent: np.ndarray, items: np.ndarray | None, device:
         table = net.item_table()  # (I, d)
         cand = table if items is None else table[torch.as_tensor(np.asarray(items, dtype=np.int64), device=device)]
         out = np.empty((len(recent), len(cand)), dtype=np.float32)
-        for start in range(0, len(recent), _SCORE_BLOCK):
-            block = torch.as_tensor(recent[start:start + _SCORE_BLOCK] + 1, device=device)  # (B, L), 0 = padding
-            states, _ = net(block)
-            out[start:start + len(block)] = (states[:, -1] @ cand.T).cpu().numpy()
+        for rows, states in _read(net, recent, device):
+            out[rows] = (states @ cand.T).cpu().numpy()
     return out
 
 
@@ -240,11 +264,34 @@ def _last_states(net: SASRecNet, recent: np.ndarray, device: torch.device) -> np
 
     with torch.no_grad():
         out = np.empty((len(recent), net.config.dim), dtype=np.float32)
-        for start in range(0, len(recent), _SCORE_BLOCK):
-            block = torch.as_tensor(recent[start:start + _SCORE_BLOCK] + 1, device=device)  # (B, L), 0 = padding
-            states, _ = net(block)
-            out[start:start + len(block)] = states[:, -1].cpu().numpy()
+        for rows, states in _read(net, recent, device):
+            out[rows] = states.cpu().numpy()
     return out
+
+
+def _read(net: SASRecNet, recent: np.ndarray, device: torch.device) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows int64[b], their last states float[b, d]) for blocks of at most ``_SCORE_BLOCK`` rows of
+    ``recent`` (as in :func:`_score`; call without gradients).
+
+    A history is read only as wide as its power-of-two size class (up to 4
+    items, 5-8, 9-16... and the whole L), which skips most of the padding of
+    short histories; the width depends on the history alone, not on the
+    other rows of the call, and the states equal a full-width read's up to
+    rounding.
+    """
+    import torch
+
+    n = recent.shape[1]
+    lengths = (recent >= 0).sum(1)  # (B,)
+    width = np.minimum(np.exp2(np.ceil(np.log2(np.maximum(lengths, 4)))), n).astype(np.int64)  # (B,) class
+    order = np.argsort(width, kind="stable")
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(width[order])) + 1, [len(order)]]).tolist()  # classes
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        for first in range(start, stop, _SCORE_BLOCK):
+            rows = order[first:min(stop, first + _SCORE_BLOCK)]
+            w = int(width[rows[0]])
+            states, _ = net(torch.as_tensor(recent[rows, n - w:] + 1, device=device))  # (b, w, d); 0 = padding
+            yield rows, states[:, -1]
 
 
 class SASRec(NeuralRecommender):

@@ -666,7 +666,7 @@ class TwoTower(NeuralRecommender):
             keyed = h + net.recency(torch.arange(len(hist) - 1, -1, -1, device=device))[None]  # (1, h, d)
             _, attention = net.pool(h, torch.ones(h.shape[:2], dtype=torch.bool, device=device))  # (1, h)
             target = reps[item]  # (d,)
-            contrib = attention[0] * (keyed[0] @ net.user_proj.weight.T @ target)  # (h,)
+            contrib = attention[0] * (keyed[0] @ _dense_weight(net.user_proj).T @ target)  # (h,)
             sim = torch.nn.functional.cosine_similarity(h[0], target[None], dim=-1)  # (h,)
         return hist, *(t.cpu().numpy() for t in (contrib, attention[0], sim))
 
@@ -719,6 +719,12 @@ class TwoTower(NeuralRecommender):
         self.adapters_ = {k[len(_LORA):]: np.asarray(v, dtype=np.float32) for k, v in arrays.items()
                           if k.startswith(_LORA)}
         self._table = None
+
+
+def _dense_weight(linear: Any) -> torch.Tensor:
+    """A linear layer's float weight, also for torch's int8 dynamically quantised linear (a compressed bundle)."""
+    weight = linear.weight
+    return weight().dequantize() if callable(weight) else weight
 
 
 def _rmse_validation(task: _Task, data: Dataset, stage: Stage) -> Any:

