@@ -137,12 +137,7 @@ def quantise_linears(graph: onnx.ModelProto) -> int:
             helper.make_node("Reshape", [f"{out}/q8_rows", f"{out}/q8_shape"], [out]),  # (B, T, N)
         ]
         count += 1
-    used = {name for node in nodes for name in node.input}
-    kept = [t for t in g.initializer if t.name in used] + [t for t in added if t.name in used]
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    _rewrite(g, nodes, added)
     if not any(o.domain == "com.microsoft" for o in graph.opset_import):
         graph.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.checker.check_model(graph)
@@ -181,11 +176,16 @@ def quantise_embeddings(graph: onnx.ModelProto, *, min_rows: int = 4096) -> int:
             helper.make_node("Mul", [f"{out}/e8_f", f"{out}/e8_s1"], [out]),
         ]
         count += 1
+    _rewrite(g, nodes, added)
+    onnx.checker.check_model(graph)
+    return count
+
+
+def _rewrite(g: onnx.GraphProto, nodes: list, added: list) -> None:
+    """Replace ``g``'s nodes by ``nodes`` and keep the initializers (old and ``added``) that they still read."""
     used = {name for node in nodes for name in node.input}
     kept = [t for t in g.initializer if t.name in used] + [t for t in added if t.name in used]
     del g.node[:]
     g.node.extend(nodes)
     del g.initializer[:]
     g.initializer.extend(kept)
-    onnx.checker.check_model(graph)
-    return count
