@@ -10,7 +10,7 @@ from llm4rec.cli._common import console, err_console, parse_settings
 from llm4rec.cli.data_cmd import FORMAT_HELP, LoadOptions, load_with_spinner
 from llm4rec.errors import InputError
 
-METHOD_HELP = ("int8 (tables as int8 rows, int8 text encoder and towers), pq (item tables by product quantisation), "
+METHOD_HELP = ("int8 (tables as 8-bit rows, the int8 text encoder), pq (item tables by product quantisation), "
                "prune (attention heads and FFN neurons of the text encoder, with a recovery fine-tune) or distill "
                "(a smaller student text encoder).")
 SET_HELP = ("Method option KEY=VALUE (repeatable): linears=true (int8: also run the per-request linear layers on "
@@ -41,10 +41,12 @@ def compress_command(
 ) -> None:
     """Write a compressed copy of a saved model (int8, pq, prune or distill) and compare it with the original.
 
-    The report, printed and written beside the new bundle (compression.md, compression.json), sets both side by
-    side in the same run: size on disk, peak memory, latency of one request and of encoding 1,000 items, and
-    NDCG@10 / Recall@20 on the protocol the model was fitted for, with a paired test over users. The original
-    bundle is never modified; nothing is written unless the whole run succeeds.
+    The report, printed and written beside the new bundle (compression.md,
+    compression.json), sets both side by side in the same run: size on disk,
+    peak memory, latency of one request and of encoding 1,000 items, and
+    NDCG@10 / Recall@20 on the protocol the model was fitted for, with a
+    paired test over users. The original bundle is never modified; nothing
+    is written unless the whole run succeeds.
     """
     from llm4rec.experiments.compress import METHODS, compress_bundle, markdown
     from llm4rec.models.bundle import read_manifest
