@@ -42,12 +42,14 @@ RUNS = [
     ("llm-two-tower", "int8", {"linears": True}),
     ("llm-two-tower", "pq", {"pq_dims": 2}),
     ("llm-two-tower", "pq", {"pq_dims": 4}),
+    ("llm-two-tower", "pq", {"pq_dims": 4, "rescore": 100}),
     ("llm-two-tower", "prune", {"sparsity": 0.5}),
     ("llm-two-tower", "distill", {"layers": 3}),
     ("sasrec", "int8", {}),
     ("sasrec", "int8", {"linears": True}),
     ("sasrec", "pq", {"pq_dims": 2}),
     ("sasrec", "pq", {"pq_dims": 4}),
+    ("sasrec", "pq", {"pq_dims": 4, "rescore": 100}),
     ("semantic-knn", "int8", {}),
     ("semantic-knn", "pq", {"pq_dims": 2}),
     ("semantic-knn", "prune", {"sparsity": 0.5}),
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--sasrec-epochs", type=int, default=10)
     parser.add_argument("--only", default=None, help="comma-separated methods to run (default: all)")
     parser.add_argument("--models", default=None, help="comma-separated models to run (default: all)")
+    parser.add_argument("--rescored", action="store_true", help="only the runs that re-score a shortlist")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--resize", action="store_true", help="only re-measure the bundle sizes in --work")
     args = parser.parse_args()
@@ -146,7 +149,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
     runs = [r for r in RUNS if (args.only is None or r[1] in args.only.split(","))
-            and (args.models is None or r[0] in args.models.split(","))]
+            and (args.models is None or r[0] in args.models.split(","))
+            and (not args.rescored or "rescore" in r[2])]
     for name, method, options in runs:
         source = fit_bundle(name, data, args.work, args.sasrec_epochs)
         target = args.work / target_name(name, method, options)

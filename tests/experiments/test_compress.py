@@ -86,6 +86,8 @@ def test_refusals_name_the_problem_and_write_nothing(two_tower, synthetic, tmp_p
         compress_bundle(two_tower, tmp_path / "a", "fp4", synthetic)
     with pytest.raises(InputError, match="unknown option for --method pq"):
         compress_bundle(two_tower, tmp_path / "a", "pq", synthetic, options={"sparsity": 0.5})
+    with pytest.raises(InputError, match="rescore must be a shortlist size"):
+        compress_bundle(two_tower, tmp_path / "a", "pq", synthetic, options={"rescore": -5})
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("keep me")
     with pytest.raises(InputError, match="not an empty directory"):

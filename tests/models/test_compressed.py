@@ -12,7 +12,7 @@ from llm4rec.data import make_split
 from llm4rec.errors import InputError
 from llm4rec.models import Recommender, create_model
 from llm4rec.models.bundle import _labels, _labels_utf8, read_manifest, write_bundle
-from llm4rec.models.compressed import MIN_SIZE, PQ_MIN_ROWS, decode_arrays, encode_arrays
+from llm4rec.models.compressed import MIN_SIZE, PQ_MIN_ROWS, _two_stage, decode_arrays, encode_arrays
 from llm4rec.testing import checkerboard
 
 
@@ -109,6 +109,71 @@ def test_a_compressed_bundle_records_its_codes_and_scores_close_to_the_original(
     plain = model.save(tmp_path / "plain")
     saved = (plain / "arrays.npz").stat().st_size - (path / "arrays.npz").stat().st_size
     assert saved >= table["bytes_before"] - table["bytes_after"] - 1024  # the saving reaches the disk (less headers)
+
+
+def _two_stage_reference(approx: np.ndarray, exact: np.ndarray, shortlist: int) -> np.ndarray:
+    """Row by row: the shortlist's exact scores, then the rest in approx's order (a ranking, best first)."""
+    rankings = []
+    for a, e in zip(approx, exact):
+        short = np.argsort(-a, kind="stable")[:shortlist]
+        rest = [i for i in np.argsort(-a, kind="stable") if i not in set(short)]
+        rankings.append(list(short[np.argsort(-e[short], kind="stable")]) + rest)
+    return np.asarray(rankings)
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_two_stage_scoring_ranks_the_shortlist_exactly_and_keeps_the_rest_in_order(restrict):
+    rng = np.random.default_rng(4)
+    exact = rng.standard_normal((6, 300)).astype(np.float32)
+    approx = (exact + 0.5 * rng.standard_normal(exact.shape)).astype(np.float32)
+    items = np.sort(rng.choice(1000, 300, replace=False)) if restrict else None
+    lookup = {int(v): i for i, v in enumerate(items)} if restrict else None
+
+    def exact_fn(cols):
+        pos = [lookup[int(c)] for c in cols] if restrict else cols
+        return exact[:, pos]
+
+    out = _two_stage(approx, exact_fn, items, shortlist=20)
+    expected = _two_stage_reference(approx, exact, 20)
+    np.testing.assert_array_equal(np.argsort(-out, axis=1, kind="stable"), expected)
+    top = np.take_along_axis(out, expected[:, :20], 1)
+    np.testing.assert_array_equal(top, np.take_along_axis(exact, expected[:, :20], 1))  # exact values, not shifted
+    assert (out[np.arange(6)[:, None], expected[:, 20:]] < top.min(1, keepdims=True)).all()
+    np.testing.assert_array_equal(_two_stage(approx, exact_fn, items, shortlist=400), exact)  # all shortlisted
+
+
+def test_a_pq_bundle_with_rescoring_keeps_int8_rows_and_ranks_like_the_original(split, tmp_path):
+    fit = split.stage("test").fit
+    model = create_model("als", {"factors": 32, "iterations": 3}).fit(fit)
+    coarse = {"method": "pq", "tables": "pq", "pq_dims": 8}
+    plain = Recommender.load(write_bundle(model, tmp_path / "pq", compression=coarse))
+    path = write_bundle(model, tmp_path / "pq-rescore", compression={**coarse, "rescore": 50})
+    manifest = read_manifest(path)
+    assert manifest["compression"]["rescore"] == 50
+    with np.load(path / "arrays.npz") as z:
+        assert {"pq__state_item_factors", "rf8__state_item_factors", "rf8range__state_item_factors"} <= set(z.files)
+    rescored = Recommender.load(path)
+    assert rescored.rescore_shortlist_ == 50 and not hasattr(plain, "rescore_shortlist_")
+    int8 = Recommender.load(write_bundle(model, tmp_path / "int8", compression={"method": "int8", "tables": "int8"}))
+    users = np.arange(64)
+    original = model.score_indices(users)
+    best = -np.sort(-original, axis=1)[:, :10].sum(1)
+
+    def top10(m):
+        return m.recommend_indices(users, 10, exclude_seen=False)[0]
+
+    def kept(m):  # the share of the original top-10's score mass the model's top-10 holds (scores near-tie here)
+        return float(np.mean(np.take_along_axis(original, top10(m), 1).sum(1) / best))
+
+    def like_int8(m):  # the top-10 the int8 rows alone give
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top10(m), top10(int8))])
+
+    assert kept(rescored) > 0.9995 > 0.995 > kept(plain)
+    assert like_int8(rescored) >= 0.95 > 0.8 > like_int8(plain)
+    items = np.arange(0, 2400, 7)  # a candidate subset: its own shortlist, scored by the int8 rows
+    sub, fine = rescored.score_indices(users[:5], items), int8.score_indices(users[:5], items)
+    short = np.argsort(-sub, axis=1)[:, :50]
+    np.testing.assert_allclose(np.take_along_axis(sub, short, 1), np.take_along_axis(fine, short, 1), rtol=1e-6)
 
 
 def test_a_bundle_lists_only_its_own_files_and_an_encoder_folder(split, tmp_path):

@@ -14,7 +14,8 @@ METHOD_HELP = ("int8 (tables as 8-bit rows, the int8 text encoder), pq (item tab
                "prune (attention heads and FFN neurons of the text encoder, with a recovery fine-tune) or distill "
                "(a smaller student text encoder).")
 SET_HELP = ("Method option KEY=VALUE (repeatable): linears=true (int8: also run the per-request linear layers on "
-            "int8 kernels), pq_dims=2 (pq: values per one-byte code), sparsity=0.5 and "
+            "int8 kernels), pq_dims=2 (pq: values per one-byte code), rescore=100 (pq: re-score each "
+            "shortlist of 100 with int8 rows kept in the bundle; default 0, none), sparsity=0.5 and "
             "recovery_epochs=1 (prune), layers=3 and epochs=2 (distill).")
 
 

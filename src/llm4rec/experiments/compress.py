@@ -53,7 +53,7 @@ ENCODER_MODELS = ("semantic-knn", "llm-two-tower", "sasrec-text")
 #: an encoder's int8 twin
 INT8_ENCODERS = {"minilm": "minilm-qint8"}
 METRICS = ("NDCG@10", "Recall@20")
-_OPTIONS = {"int8": {"linears"}, "pq": {"pq_dims"}, "prune": {"sparsity", "recovery_epochs"},
+_OPTIONS = {"int8": {"linears"}, "pq": {"pq_dims", "rescore"}, "prune": {"sparsity", "recovery_epochs"},
             "distill": {"layers", "epochs"}}
 
 
@@ -65,7 +65,8 @@ def compress_bundle(model_dir: str | Path, out: str | Path, method: str, dataset
 
     ``dataset``: the data the model was fitted on (its protocol and seed are read from the bundle), for the
     catalogue's text (prune, distill) and the before/after evaluation on ``stage``. ``options``:
-    ``linears`` (int8, default False), ``pq_dims`` (pq, 2), ``sparsity`` (prune, 0.5), ``recovery_epochs``
+    ``linears`` (int8, default False), ``pq_dims`` (pq, 2), ``rescore`` (pq, 0: the shortlist re-scored with
+    int8 rows kept beside the codes; 0 keeps no rows and scores with the codes alone), ``sparsity`` (prune, 0.5), ``recovery_epochs``
     (prune, 1), ``layers`` (distill, 3), ``epochs`` (distill, 2). ``requests``: users timed one at a time.
     ``progress``: bars while an encoder trains; ``on_step(text)`` hears each step begin.
     """
@@ -128,6 +129,7 @@ def _compress(model: Recommender, model_dir: Path, out: Path, method: str, datas
                        "quantise_linears": _query_linears(model) if options.get("linears") else []}
         if method == "pq":
             compression["pq_dims"] = int(options.get("pq_dims", 2))
+            compression["rescore"] = _shortlist(options.get("rescore", 0))
         if method == "int8" and encoder in INT8_ENCODERS and not tuned:
             model.config = model.config.model_copy(update={"encoder": INT8_ENCODERS[encoder]})
             record["notes"].append(f"text encoder {encoder!r} -> {INT8_ENCODERS[encoder]!r} (new items, queries)")
@@ -168,6 +170,14 @@ def _compress(model: Recommender, model_dir: Path, out: Path, method: str, datas
                                f"{'pruned' if method == 'prune' else 'distilled'} encoder")
         _write(model, out, {"method": method, "tables": None, "quantise_linears": False}, encoder_dir=folder)
     return record
+
+
+def _shortlist(value: Any) -> int:
+    """The ``rescore`` option as a shortlist size (0: no re-scoring)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError("rescore must be a shortlist size", value=value,
+                         expected="a whole number of items, e.g. 100 (0 for none)")
+    return value
 
 
 def _query_linears(model: Recommender) -> list[str]:

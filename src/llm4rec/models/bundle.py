@@ -102,7 +102,8 @@ def _payload(model: Any, compression: dict[str, Any] | None = None) -> tuple[dic
         codec = compression.get("tables")
         if codec is not None:
             arrays, tables = encode_arrays(arrays, codec, n_items=int(model.n_items_),
-                                           pq_dims=int(compression.get("pq_dims", 2)))
+                                           pq_dims=int(compression.get("pq_dims", 2)),
+                                           rescore=bool(compression.get("rescore")))
             summary = {**compression, "encoded": tables}
         else:
             summary = dict(compression)
@@ -274,8 +275,9 @@ def read_bundle(path: Path) -> Any:
         raise InputError(f"cannot read the arrays ({type(exc).__name__}: {exc})", path=arrays_path,
                          expected="the .npz file save() wrote") from None
     try:
-        from llm4rec.models.compressed import decode_arrays
+        from llm4rec.models.compressed import decode_arrays, refined_arrays
 
+        fine = refined_arrays(arrays)  # the int8 rows a shortlist is re-scored with (pq + rescore), or None
         arrays = decode_arrays(arrays)
     except ValueError as exc:
         raise InputError(f"cannot decode the compressed weights ({exc})", path=arrays_path,
@@ -315,14 +317,30 @@ def read_bundle(path: Path) -> Any:
         raise InputError(f"the saved weights do not fit model {model.name!r} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})", path=arrays_path,
                          expected="a bundle saved by this model type and version") from None
-    names = (manifest.get("compression") or {}).get("quantise_linears") or []
+    compression = manifest.get("compression") or {}
+    _quantise(model, compression, path)
+    shortlist = int(compression.get("rescore") or 0)
+    if shortlist and fine:
+        import copy
+
+        from llm4rec.models.compressed import attach_rescoring
+
+        exact = copy.copy(model)  # shares everything but the state _set_state replaces
+        exact._set_state({k[len("state_"):]: v for k, v in {**arrays, **fine}.items() if k.startswith("state_")})
+        _quantise(exact, compression, path)
+        attach_rescoring(model, exact, shortlist)
+    return model
+
+
+def _quantise(model: Any, compression: dict[str, Any], path: Path) -> None:
+    """Run the linears the compression names on torch's int8 kernels."""
+    names = compression.get("quantise_linears") or []
     if names:
         try:
             quantise_linears(model.net_, list(names))
         except (AttributeError, ValueError) as exc:
             raise InputError(f"cannot quantise the model's layers ({exc})", path=path / MANIFEST,
                              expected="a bundle written by llm4rec compress") from None
-    return model
 
 
 def _json(path: Path) -> dict:

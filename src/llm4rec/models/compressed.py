@@ -21,6 +21,15 @@ bundle is read, so every model loads and scores as before:
   centroids per sub-vector (fewer than :data:`PQ_MIN_ROWS` rows) or whose
   width ``pq_dims`` does not divide stays int8.
 
+  With ``rescore`` (a shortlist size), each pq table also keeps its int8 rows
+  (``rf8__<key>``, ``rf8range__<key>``), and :func:`attach_rescoring` makes
+  the loaded model score in two stages: the product-quantised table ranks
+  every item, then the ``rescore`` best of each row are scored again with the
+  int8 rows (every value within ``s / 2`` of the original) and placed above
+  the rest, whose order is kept. On disk the item rows then take
+  ``1 + 1 / pq_dims`` bytes per value, more than int8 alone: re-scoring buys
+  back the accuracy of a coarse code (large ``pq_dims``), not bytes.
+
 Decoding needs numpy only (no faiss). Small arrays (biases, norms, the
 transformer's layers) stay float32.
 """
@@ -33,7 +42,7 @@ import numpy as np
 
 from llm4rec.errors import InputError
 
-__all__ = ["CODECS", "MIN_SIZE", "PQ_MIN_ROWS", "decode_arrays", "encode_arrays"]
+__all__ = ["CODECS", "MIN_SIZE", "PQ_MIN_ROWS", "attach_rescoring", "decode_arrays", "encode_arrays", "refined_arrays"]
 
 CODECS = ("int8", "pq")
 #: a float table of fewer values than this stays float32
@@ -41,13 +50,16 @@ MIN_SIZE = 16384
 #: k-means of 256 centroids per sub-vector needs this many rows to train on
 PQ_MIN_ROWS = 2048
 _INT8, _SCALE, _PQ, _CENTROIDS = "q8__", "q8range__", "pq__", "pqcent__"
+_REFINE, _REFINE_SCALE = "rf8__", "rf8range__"
 
 
 def encode_arrays(arrays: dict[str, np.ndarray], method: str, *, n_items: int, pq_dims: int = 2,
-                  seed: int = 2026) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  rescore: bool = False, seed: int = 2026) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(``arrays`` with their large ``state_*`` tables encoded by ``method``, a summary of what was encoded).
 
-    The summary: ``{name (the key without state_): {"codec": "int8"|"pq", "shape": [n, d], "bytes_before", "bytes_after"}}``.
+    ``rescore``: pq tables keep their int8 rows too (for :func:`attach_rescoring`).
+    The summary: ``{name (the key without state_): {"codec": "int8"|"pq", "shape": [n, d], "bytes_before",
+    "bytes_after"}}`` (``bytes_after`` counts the int8 rows of a re-scored table).
     """
     if method not in CODECS:
         raise InputError("unknown table compression", value=method, expected=" or ".join(CODECS))
@@ -67,6 +79,10 @@ def encode_arrays(arrays: dict[str, np.ndarray], method: str, *, n_items: int, p
             codes, centroids = _pq_encode(table, pq_dims, seed)
             out[_PQ + key], out[_CENTROIDS + key] = codes, centroids
             codec, after = "pq", codes.nbytes + centroids.nbytes
+            if rescore:
+                q, scale = _int8_encode(table)
+                out[_REFINE + key], out[_REFINE_SCALE + key] = q, scale
+                after += q.nbytes + scale.nbytes
         else:
             q, scale = _int8_encode(table)
             out[_INT8 + key], out[_SCALE + key] = q, scale
@@ -83,20 +99,79 @@ def decode_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key, value in arrays.items():
         if key.startswith(_INT8):
             name = key[len(_INT8):]
-            ranges = arrays.get(_SCALE + name)
-            if ranges is None or value.ndim != 2 or ranges.shape != (value.shape[0], 2):
-                raise ValueError(f"int8 table {name!r} has no matching per-row ranges")
-            lo, step = ranges[:, :1].astype(np.float32), ranges[:, 1:].astype(np.float32)
-            out[name] = value.astype(np.float32) * step + lo
+            out[name] = _int8_decode(name, value, arrays.get(_SCALE + name))
         elif key.startswith(_PQ):
             name = key[len(_PQ):]
             centroids = arrays.get(_CENTROIDS + name)
             if centroids is None or value.ndim != 2 or centroids.ndim != 3 or centroids.shape[0] != value.shape[1]:
                 raise ValueError(f"product-quantised table {name!r} has no matching centroids")
             out[name] = _pq_decode(value, centroids)
-        elif not key.startswith((_SCALE, _CENTROIDS)):
+        elif not key.startswith((_SCALE, _CENTROIDS, _REFINE, _REFINE_SCALE)):
             out[key] = value
     return out
+
+
+def refined_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The ``state_*`` tables that have int8 rows for re-scoring, decoded from those rows (float32); None when
+    there are none. Raises ValueError for rows without their ranges."""
+    names = [k[len(_REFINE):] for k in arrays if k.startswith(_REFINE)]
+    if not names:
+        return None
+    return {name: _int8_decode(name, arrays[_REFINE + name], arrays.get(_REFINE_SCALE + name)) for name in names}
+
+
+def attach_rescoring(model: Any, exact: Any, shortlist: int) -> None:
+    """Make ``model`` score in two stages: its own tables rank every candidate, then the ``shortlist`` best of
+    each row are scored by ``exact`` (the same model with finer tables) and placed above the rest.
+
+    Both scoring entry points of the model (``_score_users``, ``_score_histories``) are wrapped on this
+    instance, so every path that scores (evaluation, the service, explanations, ensembles) re-scores.
+    """
+    if shortlist < 1:
+        raise ValueError(f"the re-scoring shortlist must hold at least one item, not {shortlist}")
+    approx_users, approx_histories = model._score_users, model._score_histories
+
+    def score_users(users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        return _two_stage(approx_users(users, items), lambda cols: exact._score_users(users, cols), items, shortlist)
+
+    def score_histories(histories: Any, items: np.ndarray | None) -> np.ndarray:
+        return _two_stage(approx_histories(histories, items), lambda cols: exact._score_histories(histories, cols),
+                          items, shortlist)
+
+    model._score_users, model._score_histories = score_users, score_histories
+    model.rescore_shortlist_ = int(shortlist)
+
+
+def _two_stage(approx: np.ndarray, exact_fn: Any, items: np.ndarray | None, shortlist: int) -> np.ndarray:
+    """float32[B, C]: ``approx`` (B rows over C candidates) with each row's ``shortlist`` best replaced by
+    ``exact_fn(item indices)`` (float32[B, len(item indices)]) and every other entry shifted below them."""
+    approx = np.array(approx, dtype=np.float32)
+    b, c = approx.shape
+    if b == 0 or c == 0:
+        return approx
+    if c <= shortlist:
+        return np.asarray(exact_fn(items if items is not None else np.arange(c)), dtype=np.float32)
+    short = np.argpartition(-approx, shortlist - 1, axis=1)[:, :shortlist]  # (B, S) candidate positions
+    union = np.unique(short)  # the candidates any row shortlists
+    exact = np.asarray(exact_fn(union if items is None else items[union]), dtype=np.float32)  # (B, U)
+    exact_short = np.take_along_axis(exact, np.searchsorted(union, short), 1)  # (B, S)
+    rest = approx.copy()
+    np.put_along_axis(rest, short, -np.inf, 1)
+    rest_max = rest.max(axis=1)  # (B,)
+    low = np.where(np.isfinite(exact_short), exact_short, np.inf).min(axis=1)  # (B,)
+    gap = np.where(np.isfinite(rest_max) & np.isfinite(low),
+                   np.maximum(rest_max - low, 0) + 1e-6 * np.maximum(np.abs(low), 1), 0).astype(np.float32)
+    out = approx - gap[:, None]
+    np.put_along_axis(out, short, exact_short, 1)
+    return out
+
+
+def _int8_decode(name: str, codes: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
+    """float32[n, d] from uint8[n, d] codes and float32[n, 2] (lo, step) rows."""
+    if ranges is None or codes.ndim != 2 or ranges.shape != (codes.shape[0], 2):
+        raise ValueError(f"int8 table {name!r} has no matching per-row ranges")
+    lo, step = ranges[:, :1].astype(np.float32), ranges[:, 1:].astype(np.float32)
+    return codes.astype(np.float32) * step + lo
 
 
 def _int8_encode(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
