@@ -99,7 +99,11 @@ def test_a_compressed_bundle_records_its_codes_and_scores_close_to_the_original(
     assert encoded["item_factors"]["codec"] == ("pq" if codec == "pq" else "int8")
     with np.load(path / "arrays.npz") as z:
         assert "state_item_factors" not in z.files
+        assert z["fit_items"].dtype == np.uint16 and z["fit_offsets"].dtype == np.uint16  # narrowed
     loaded = Recommender.load(path)
+    np.testing.assert_array_equal(loaded.fit_items_, model.fit_items_)
+    np.testing.assert_array_equal(loaded.fit_offsets_, model.fit_offsets_)
+    assert loaded.fit_offsets_.dtype == np.int64
     users = np.arange(20)
     a, b = model.score_indices(users), loaded.score_indices(users)
     corr = np.corrcoef(a.ravel(), b.ravel())[0, 1]

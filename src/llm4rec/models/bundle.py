@@ -97,7 +97,9 @@ def _payload(model: Any, compression: dict[str, Any] | None = None) -> tuple[dic
         raise InputError("cannot save object arrays without pickle", value=bad, expected="numeric or str arrays")
     summary = None
     if compression is not None:
-        from llm4rec.models.compressed import encode_arrays
+        from llm4rec.models.compressed import encode_arrays, narrow_ints
+
+        arrays.update(narrow_ints({k: arrays[k] for k in ("fit_offsets", "fit_items")}))
 
         codec = compression.get("tables")
         if codec is not None:

@@ -42,7 +42,8 @@ import numpy as np
 
 from llm4rec.errors import InputError
 
-__all__ = ["CODECS", "MIN_SIZE", "PQ_MIN_ROWS", "attach_rescoring", "decode_arrays", "encode_arrays", "refined_arrays"]
+__all__ = ["CODECS", "MIN_SIZE", "PQ_MIN_ROWS", "attach_rescoring", "decode_arrays", "encode_arrays", "narrow_ints",
+           "refined_arrays"]
 
 CODECS = ("int8", "pq")
 #: a float table of fewer values than this stays float32
@@ -90,6 +91,20 @@ def encode_arrays(arrays: dict[str, np.ndarray], method: str, *, n_items: int, p
         summary[key.removeprefix("state_")] = {"codec": codec, "shape": [n, d], "bytes_before": int(value.nbytes),
                                                "bytes_after": int(after)}
     return out, summary
+
+
+def narrow_ints(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Non-negative integer arrays in the narrowest unsigned type that holds them (uint8/16/32; the reader
+    widens them again): a compressed bundle's histories take half the bytes or less."""
+    out = {}
+    for key, value in arrays.items():
+        top = int(value.max()) if value.size else 0
+        if value.dtype.kind not in "iu" or (value.size and value.min() < 0):
+            out[key] = value
+            continue
+        dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(t).max)
+        out[key] = value.astype(dtype)
+    return out
 
 
 def decode_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
