@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,8 @@ from llm4rec.errors import InputError
 if TYPE_CHECKING:
     from llm4rec.models.base import Recommender
 
-__all__ = ["FORMATS", "Block", "all_users", "histories_from_file", "recommend_to_file", "users_from_file"]
+__all__ = ["FORMATS", "Block", "all_users", "check_output", "histories_from_file", "recommend_block",
+           "recommend_to_file", "users_from_file", "write_blocks"]
 
 #: output formats by file suffix
 FORMATS = (".parquet", ".csv", ".jsonl")
@@ -47,7 +48,8 @@ class Block:
 
 
 def all_users(model: Recommender, block: int = BLOCK) -> tuple[int, Iterator[Block]]:
-    """(count, blocks) of every user the model was fitted on, in index order."""
+    """(count, blocks) of every user the model was fitted on, in index order. Only ``model.users_`` is read
+    (so a driver that does not score can pass anything holding the bundle's user vocabulary)."""
     ids = np.asarray(model.users_.tokens, dtype=object)
 
     def blocks() -> Iterator[Block]:
@@ -62,7 +64,7 @@ def users_from_file(model: Recommender, path: Path, block: int = BLOCK,
                     unknown: str = "error") -> tuple[int, Iterator[Block]]:
     """(count, blocks) of the user ids in ``path``: a text file (one id per line) or a CSV/Parquet file with a
     ``user_id`` column. An id the model does not know is an InputError naming its line, or (``unknown=
-    "fallback"``) gets the non-personalised ranking (an empty history)."""
+    "fallback"``) gets the non-personalised ranking (an empty history). Only ``model.users_`` is read."""
     ids = np.asarray(_read_ids(path), dtype=object)
     index = np.asarray(model.users_.index(ids.tolist(), unknown="missing"), dtype=np.int64).reshape(-1)
     if unknown == "error" and (index < 0).any():
@@ -151,6 +153,65 @@ def histories_from_file(path: Path, block: int = BLOCK) -> tuple[int | None, Ite
     return None, jsonl_blocks()
 
 
+def check_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """``path`` as a Path, once it is known to be writable: a suffix of :data:`FORMATS`, and new unless
+    ``overwrite``; an InputError naming it otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise InputError("unknown output format", path=path, value=path.suffix,
+                         expected="a file name ending in " + ", ".join(FORMATS))
+    if path.exists() and not overwrite:
+        raise InputError("the output file exists", path=path, expected="a new file name",
+                         hint="Add --overwrite to replace it.")
+    return path
+
+
+def recommend_block(model: Recommender, b: Block, k: int = 10, *, exclude_seen: bool = True,
+                    items: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The top-k of one block of requests as output columns, ``r`` rows (``r <= len(b.ids) * k``: fewer than
+    k candidates leave a user fewer rows), best first per request, requests in the block's order:
+    ``user_id`` (object[r] of str), ``rank`` (int32[r], 1 = best), ``item_id`` (object[r] of str), ``score``
+    (float32[r]). ``items``: ``model.items_.tokens`` as an object array, if the caller has it already.
+
+    Memory: ``len(b.ids) x n_items`` float32 scores, once.
+    """
+    if items is None:
+        items = np.asarray(model.items_.tokens, dtype=object)
+    if b.users is not None:
+        top, scores = _for_users(model, b.users, k, exclude_seen)
+    else:
+        recs = model.recommend(histories=b.histories, k=k, exclude_seen=exclude_seen, unknown="skip")
+        top = np.full(recs.items.shape, -1, dtype=np.int64)
+        found = recs.items != None  # noqa: E711 - an object array, padded with None
+        top[found] = model.items_.index(recs.items[found].tolist())
+        scores = np.asarray(recs.scores, dtype=np.float32)
+    keep = top >= 0  # (b, k): fewer than k candidates pad with -1
+    n = len(b.ids)
+    return {"user_id": np.repeat(b.ids, k)[keep.ravel()],
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep.ravel()],
+            "item_id": items[top[keep]], "score": scores[keep].astype(np.float32)}
+
+
+def write_blocks(blocks: Iterable[tuple[int, dict[str, np.ndarray]]], path: str | Path, *,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """Write blocks of output columns (as :func:`recommend_block` returns them, each with the number of
+    requests it answers) to ``path`` (format by suffix) atomically; returns the rows written.
+
+    Each block is one Parquet row group. An exception from ``blocks`` leaves no file (and no temporary file)
+    behind. ``progress(n)`` is called after each block with the requests done so far.
+    """
+    path = Path(path)
+    rows = done = 0
+    with atomic_file(path) as tmp, _Writer(tmp, path.suffix.lower()) as out:
+        for n, columns in blocks:
+            out.write(columns)
+            rows += len(columns["rank"])
+            done += n
+            if progress is not None:
+                progress(done)
+    return rows
+
+
 def recommend_to_file(model: Recommender, blocks: Iterator[Block], path: Path, k: int = 10, *,
                       exclude_seen: bool = True, overwrite: bool = False,
                       progress: Callable[[int], None] | None = None) -> int:
@@ -158,36 +219,10 @@ def recommend_to_file(model: Recommender, blocks: Iterator[Block], path: Path, k
 
     ``progress(n)`` is called after each block with the requests done so far.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise InputError("unknown output format", path=path, value=path.suffix,
-                         expected="a file name ending in " + ", ".join(FORMATS))
-    if path.exists() and not overwrite:
-        raise InputError("the output file exists", path=path, expected="a new file name",
-                         hint="Add --overwrite to replace it.")
+    path = check_output(path, overwrite=overwrite)
     items = np.asarray(model.items_.tokens, dtype=object)
-    rows = done = 0
-    with atomic_file(path) as tmp, _Writer(tmp, suffix) as out:
-        for b in blocks:
-            if b.users is not None:
-                top, scores = _for_users(model, b.users, k, exclude_seen)
-            else:
-                recs = model.recommend(histories=b.histories, k=k, exclude_seen=exclude_seen, unknown="skip")
-                top = np.full(recs.items.shape, -1, dtype=np.int64)
-                found = recs.items != None  # noqa: E711 - an object array, padded with None
-                top[found] = model.items_.index(recs.items[found].tolist())
-                scores = np.asarray(recs.scores, dtype=np.float32)
-            keep = top >= 0  # (b, k): fewer than k candidates pad with -1
-            n = len(b.ids)
-            out.write({"user_id": np.repeat(b.ids, k)[keep.ravel()],
-                       "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep.ravel()],
-                       "item_id": items[top[keep]], "score": scores[keep].astype(np.float32)})
-            rows += int(keep.sum())
-            done += n
-            if progress is not None:
-                progress(done)
-    return rows
+    return write_blocks(((len(b.ids), recommend_block(model, b, k, exclude_seen=exclude_seen, items=items))
+                         for b in blocks), path, progress=progress)
 
 
 def _for_users(model: Recommender, users: np.ndarray, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:

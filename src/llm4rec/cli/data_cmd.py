@@ -226,3 +226,66 @@ def list_remote() -> None:
     for name, remote in DATASETS.items():
         table.add_row(name, getattr(remote, "description", ""), remote.url)
     console.print(table)
+
+
+_SIZE = r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMbB]?)\s*$"
+_MULTIPLIER = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+
+def parse_count(text: str, option: str) -> int:
+    """``"1M"`` -> 1_000_000: a positive whole number with an optional suffix k (1e3), M (1e6) or B (1e9);
+    ``_`` and ``,`` between digits are ignored (``1_000``, ``2.5k``). Anything else is an InputError naming
+    ``option``."""
+    import re
+    from decimal import Decimal
+
+    match = re.match(_SIZE, str(text).replace("_", "").replace(",", ""))
+    if match:
+        value = Decimal(match.group(1)) * _MULTIPLIER[match.group(2).lower()]
+        if value == value.to_integral_value() and value >= 1:
+            return int(value)
+    raise InputError(f"bad size for {option}", value=text,
+                     expected="a positive whole number, optionally with k, M or B (e.g. 100k, 1M, 2.5M, 1B)")
+
+
+@data_app.command("generate")
+def generate(
+    interactions: str = typer.Option(..., "--interactions", "-n", help="How many interactions, e.g. 1M, 250k, 1B."),
+    items: str = typer.Option(..., "--items", help="Catalogue size, e.g. 100k; every item gets text."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: new or empty (written atomically)."),
+    users: str = typer.Option(None, "--users", help="How many users (default: interactions / 20)."),
+    topics: str = typer.Option(None, "--topics", help="How many topics (default: items / 1000, within 10-1000)."),
+    seed: int = typer.Option(2026, "--seed", help="Random seed: the same seed gives the same files."),
+    chunk_users: str = typer.Option("32k", "--chunk-users", help="Users generated at once (bounds the memory; "
+                                                                 "the output does not depend on it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier generated "
+                                                              "dataset (a directory with other files is never "
+                                                              "replaced)."),
+) -> None:
+    """Generate a synthetic log with item text and a planted structure (Parquet), for scale tests.
+
+    OUT loads like any dataset; OUT/truth.json holds the planted structure and what an oracle scores on it.
+    """
+    import time
+
+    from llm4rec.cli._common import StepReporter
+    from llm4rec.data.scale import generate_scale, read_truth
+
+    sizes = {"n_interactions": parse_count(interactions, "--interactions"),
+             "n_items": parse_count(items, "--items"),
+             "n_users": None if users is None else parse_count(users, "--users"),
+             "n_topics": None if topics is None else parse_count(topics, "--topics")}
+    chunk = parse_count(chunk_users, "--chunk-users")
+    t0 = time.perf_counter()
+    with progress_bar() as progress:
+        generate_scale(out, seed=seed, chunk_users=chunk, overwrite=overwrite, progress=StepReporter(progress),
+                       **sizes)
+    truth = read_truth(out)
+    ref = truth["reference"]
+    console.print(f"wrote {truth['n_interactions']:,} interactions of {truth['n_users']:,} users on "
+                  f"{truth['n_items']:,} items ({truth['n_topics']} topics) to {out} in "
+                  f"{time.perf_counter() - t0:.1f}s")
+    console.print("reference P-LOO NDCG@10: " + ", ".join(f"{name.replace('_', ' ')} {ref[name]['NDCG@10']:.4f}"
+                                                          for name in ("oracle", "topic_oracle", "popularity"))
+                  + " (truth.json has more)")
+    console.print(f"try: llm4rec evaluate --data {out} --model ease")

@@ -27,6 +27,18 @@ def embed_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Embedding cache root (default $LLM4REC_CACHE/"
                                                              "embeddings or ~/.cache/llm4rec/embeddings)."),
+    ray_address: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                                    help="Encode on a Ray cluster: auto (the one `ray start` runs here), local "
+                                         "(one started for this command) or the head's host:port. Same files "
+                                         "and cache as without it."),
+    workers: int = typer.Option(None, "--workers", min=1,
+                                help="With --ray: encoder actors, one CPU each (default: all the cluster's CPUs)."),
+    text_column: str = typer.Option(None, "--text-column",
+                                    help="With --ray: DATA is a Parquet items table whose texts are in this "
+                                         "column; OUT becomes Parquet files of (id, embedding) rows."),
+    id_column: str = typer.Option(None, "--id-column",
+                                  help="With --ray: DATA is a Parquet items table named by this column "
+                                       "(default item_id); texts from --text-column or --template."),
 ) -> None:
     """Encode every item's text; write embeddings.npy, items.json and meta.json into OUT.
 
@@ -36,6 +48,12 @@ def embed_command(
     in the embedding cache are not encoded again, and the work is stored in
     the cache as it goes: after an interruption (Ctrl-C), the same command
     resumes, saying how many texts came from the cache.
+
+    With --ray the texts are encoded by a pool of Ray actors (one encoder
+    load each) through the same cache; the files are the same. With
+    --text-column or --id-column, DATA is a Parquet items table (a file or a
+    folder) streamed to Parquet: OUT holds part files of (id, embedding) rows
+    and _embedding.json, written only when complete.
     """
     import io
 
@@ -52,6 +70,18 @@ def embed_command(
         item_texts,
     )
 
+    if ray_address is not None:
+        from llm4rec.distributed.cluster import check_address
+
+        check_address(ray_address)  # a malformed or dead address fails before any work
+    elif workers is not None or text_column is not None or id_column is not None:
+        flag = "--workers" if workers is not None else "--text-column" if text_column is not None else "--id-column"
+        raise InputError(f"{flag} needs --ray", value=flag,
+                         expected="--ray auto, --ray local (a cluster on this machine) or --ray HOST:PORT")
+    if text_column is not None or id_column is not None:
+        _embed_parquet_items(data, out, encoder, template, text_column, id_column or "item_id", batch_size,
+                             cache_dir, ray_address, workers)
+        return
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
         raise InputError("output path exists and is not an embedding directory", path=out,
                          expected="a new or empty directory, or one written by `llm4rec embed`")
@@ -69,8 +99,15 @@ def embed_command(
             console.print(f"all {cached} distinct texts from the embedding cache ({cache_root})", soft_wrap=True)
 
     try:
-        vectors = encode_cached(enc, item_texts(ds, tpl), cache_dir=cache_root, template_id=tpl.id,
-                                batch_size=batch_size, progress=True, on_lookup=report)
+        if ray_address is None:
+            vectors = encode_cached(enc, item_texts(ds, tpl), cache_dir=cache_root, template_id=tpl.id,
+                                    batch_size=batch_size, progress=True, on_lookup=report)
+        else:
+            from llm4rec.distributed.embed import embed_dataset, quiet_ray_data
+
+            with quiet_ray_data(), console.status(f"encoding on Ray ({ray_address})"):
+                vectors = embed_dataset(ds, tpl, encoder, address=ray_address, cache_dir=cache_root,
+                                        batch_size=batch_size, workers=workers, on_lookup=report)
     except KeyboardInterrupt:
         console.print(f"interrupted: the finished chunks of texts are kept in the embedding cache ({cache_root}); "
                       "run the same command again to encode only the rest", soft_wrap=True)
@@ -89,3 +126,23 @@ def embed_command(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     console.print(f"{ds.name}: {vectors.shape[0]} items x {vectors.shape[1]} dims with {encoder} "
                   f"(template {tpl.text!r}) -> {out}")
+
+
+def _embed_parquet_items(data: Path, out: Path, encoder: str, template: str | None, text_column: str | None,
+                         id_column: str, batch_size: int, cache_dir: Path | None, ray_address: str | None,
+                         workers: int | None) -> None:
+    """``llm4rec embed --ray ... --text-column/--id-column``: a Parquet items table to Parquet embeddings."""
+    from llm4rec.distributed.embed import embed_parquet, quiet_ray_data
+    from llm4rec.errors import InputError
+
+    if (text_column is None) == (template is None):
+        raise InputError("a Parquet items table needs exactly one of --text-column and --template",
+                         value={"--text-column": text_column, "--template": template},
+                         expected="--text-column COLUMN (texts as they are) or --template '{title}...' "
+                                  "(rendered from the table's columns)")
+    with quiet_ray_data(), console.status(f"encoding on Ray ({ray_address})"):
+        summary = embed_parquet(data, out, encoder, text_column=text_column, template=template,
+                                id_column=id_column, cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                                address=ray_address, overwrite=True)
+    console.print(f"{data}: {summary.rows} rows x {summary.dim} dims with {encoder} on {summary.workers} Ray "
+                  f"workers in {summary.seconds:.1f} s -> {out} (Parquet: {id_column}, embedding)", soft_wrap=True)

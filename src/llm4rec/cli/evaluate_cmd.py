@@ -40,6 +40,12 @@ def evaluate_command(
                                                                "sasrec-text model is fine-tuned on DATA instead "
                                                                "(transfer through item text)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " For --json and --save-model."),
+    ray_address: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                                    help="Train a neural model (sasrec, sasrec-text, llm-two-tower...) data-parallel "
+                                         "on a Ray cluster: auto (the one `ray start` runs here), local (one "
+                                         "started for this command) or the head's host:port; --set workers=N "
+                                         "(default 2), cpus_per_worker=N, max_failures=N. A killed worker resumes "
+                                         "from the last epoch's checkpoint. Other models ignore it."),
     separator: str = LoadOptions.separator, user_col: str = LoadOptions.user_col,
     item_col: str = LoadOptions.item_col, timestamp_col: str = LoadOptions.timestamp_col,
     rating_col: str = LoadOptions.rating_col, items_path: Path = LoadOptions.items_path,
@@ -65,6 +71,7 @@ def evaluate_command(
     from llm4rec.models.bundle import BUNDLE_FILES, read_manifest
 
     parsed = parse_settings(settings)
+    ray_options = {k: parsed.pop(k) for k in RAY_SETTINGS if k in parsed} if ray_address is not None else {}
     protocol = check_protocol(protocol)
     if stage not in ("test", "valid"):
         raise InputError("unknown stage", value=stage, expected="test or valid")
@@ -86,6 +93,9 @@ def evaluate_command(
         raise InputError("no model given", expected="--model NAME or --model-path DIR")
     if not as_saved:
         create_model(model, parsed)  # fail fast on a bad model or setting, before loading data
+    distributed_fit = None
+    if ray_address is not None:
+        distributed_fit = _ray_fit(model, ray_address, ray_options, as_saved)
     check_output_file(json_out, overwrite=overwrite, option="--json")
     if save_model is not None:
         check_output_files(save_model, BUNDLE_FILES, overwrite=overwrite, option="--save-model")
@@ -102,7 +112,7 @@ def evaluate_command(
         else:
             exp = run_experiment(ds, model, protocol=protocol, seed=seed, settings=parsed, stage=stage,
                                  data_path=str(data.resolve()), progress=StepReporter(progress, prefix=f"{model}: "),
-                                 callbacks=[TrainingDisplay(progress, prefix=f"{model}: ")])
+                                 callbacks=[TrainingDisplay(progress, prefix=f"{model}: ")], fit=distributed_fit)
     rec = exp.record
     console.print(f"[bold]{ds.name}[/bold] · {exp.result.title} · stage {stage} · seed {seed} · "
                   f"split {rec['split_fingerprint']} · {rec['n_users_evaluated']} users")
@@ -122,3 +132,33 @@ def evaluate_command(
     if save_model is not None:
         exp.model.save(save_model, overwrite=overwrite)
         console.print(f"saved the model to {save_model}")
+
+
+#: ``--set`` keys that configure ``--ray`` training rather than the model
+RAY_SETTINGS = ("workers", "cpus_per_worker", "max_failures")
+
+
+def _ray_fit(model: str, address: str, options: dict, as_saved: bool):
+    """The ``fit`` of :func:`run_experiment` that trains on Ray, or None (with a note) when ``model`` does not
+    train in epochs or is evaluated as saved."""
+    from llm4rec.errors import InputError
+    from llm4rec.models import model_class
+    from llm4rec.models.neural import NeuralRecommender
+
+    if as_saved or not issubclass(model_class(model), NeuralRecommender):
+        why = "a saved model is evaluated as it is" if as_saved else f"{model} trains in one process"
+        console.print(f"note: --ray is ignored: {why}")
+        return None
+    kwargs = {}
+    for key, value in options.items():
+        try:
+            kwargs[key] = int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"bad --set {key} for --ray", value=value, expected="an integer") from None
+
+    def fit(recommender, fit_set, callbacks):
+        from llm4rec.distributed.train import fit_distributed
+
+        return fit_distributed(recommender, fit_set, address=address, callbacks=callbacks, **kwargs)
+
+    return fit

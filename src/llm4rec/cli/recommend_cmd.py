@@ -29,6 +29,12 @@ def recommend_command(
     block: int = typer.Option(1024, "--block", min=1, help="Users scored at once (memory: block x items x 4 "
                                                            "bytes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS", help="Score on a Ray cluster (the ray extra): "
+                                                                   "auto (the one `ray start` runs here), local "
+                                                                   "(one started for this run) or host:port. "
+                                                                   "Every node must read the model at its path."),
+    workers: int = typer.Option(None, "--workers", min=1, help="With --ray: scoring actors, one CPU each "
+                                                               "(default: the cluster's CPUs)."),
 ) -> None:
     """Write the top-k of many users (by id, or all of them) or of given histories to a file, streaming in
     bounded memory; nothing is written unless the whole run succeeds."""
@@ -45,8 +51,14 @@ def recommend_command(
         raise InputError("unknown output format", path=out, value=out.suffix,
                          expected="a file name ending in " + ", ".join(batch.FORMATS))
     check_output_file(out, overwrite=overwrite, option="--out")
+    if workers is not None and ray is None:
+        raise InputError("--workers goes with --ray", value=workers, expected="--ray ADDRESS as well")
     if not model.exists():
         raise InputError("no model there", path=model, expected="a saved bundle or a registry")
+    if ray is not None:
+        _recommend_on_ray(model, users, all_users, histories, k, out, unknown, include_seen, block, overwrite, ray,
+                          workers)
+        return
     if (model / "CURRENT.json").is_file():
         version, recommender = ModelRegistry(model).load()
         console.print(f"{model}: version {version}")
@@ -69,6 +81,45 @@ def recommend_command(
 
         rows = batch.recommend_to_file(recommender, blocks, out, k, exclude_seen=not include_seen,
                                        overwrite=overwrite, progress=advance)
+    seconds = time.perf_counter() - start
+    console.print(f"wrote {out}: {rows} recommendations for {done[0]} users in {seconds:.1f} s "
+                  f"({done[0] / max(seconds, 1e-9):,.0f} users/s)")
+
+
+def _recommend_on_ray(model: Path, users: Path | None, all_users: bool, histories: Path | None, k: int, out: Path,
+                      unknown: str, include_seen: bool, block: int, overwrite: bool, address: str,
+                      workers: int | None) -> None:
+    """``recommend --ray``: the same file, scored by Ray actors (ray is imported only here)."""
+    import logging
+
+    from llm4rec.distributed.batch import Requests, recommend_ray
+    from llm4rec.serving.registry import ModelRegistry
+
+    if (model / "CURRENT.json").is_file():  # the current version's directory: it does not change under the run
+        current = ModelRegistry(model).current()
+        if current is None:
+            raise InputError("the registry has no current model version", path=model, expected="a published version")
+        console.print(f"{model}: version {current[0]}")
+        model = current[1]
+    requests = Requests("all") if all_users else Requests("users", users, unknown) if users is not None \
+        else Requests("histories", histories)
+    from llm4rec.distributed.cluster import require_ray
+
+    require_ray()
+    import ray.data  # noqa: F401 - configures its loggers on import; quieten them after
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-run INFO lines would break the progress bar
+    start = time.perf_counter()
+    done = [0]
+    with progress_bar() as progress:
+        task = progress.add_task(f"recommending on Ray ({address}, k={k})", total=None)
+
+        def advance(n: int) -> None:
+            done[0] = n
+            progress.update(task, completed=n)
+
+        rows = recommend_ray(model, requests, out, k, exclude_seen=not include_seen, workers=workers, block=block,
+                             address=address, overwrite=overwrite, progress=advance)
     seconds = time.perf_counter() - start
     console.print(f"wrote {out}: {rows} recommendations for {done[0]} users in {seconds:.1f} s "
                   f"({done[0] / max(seconds, 1e-9):,.0f} users/s)")

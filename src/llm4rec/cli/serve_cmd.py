@@ -39,6 +39,13 @@ def serve_command(
     reports: Path = typer.Option(None, "--reports", help="A directory of result files (evaluate --json, simulate, "
                                                          "ope) for the dashboard's Reports tab."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+    ray: str = typer.Option(None, "--ray", help="Serve on Ray Serve instead, on this cluster: auto, local, or "
+                                                "the head's host:port. The registry and a SQLite store must be "
+                                                "readable at the same path on every node (PostgreSQL is best)."),
+    replicas: int = typer.Option(2, "--replicas", min=1, help="With --ray: replicas of the service (the fewest, "
+                                                              "with --max-replicas)."),
+    max_replicas: int = typer.Option(None, "--max-replicas", min=1, help="With --ray: scale on queue length up "
+                                                                         "to this many replicas."),
 ) -> None:
     """Serve a trained model over HTTP: recommendations, similar items, feedback, live items (/docs lists all)."""
     import uvicorn
@@ -54,6 +61,12 @@ def serve_command(
         raise InputError("which model to serve?", expected="--model DIR (a registry or a saved bundle), or --demo")
     if not model.exists():
         raise InputError("no model there", path=model, expected="a registry (llm4rec publish) or a saved bundle")
+    if ray is None and max_replicas is not None:
+        raise InputError("--max-replicas needs --ray", value=max_replicas, expected="--ray ADDRESS --replicas N "
+                                                                                     "--max-replicas M")
+    if ray is not None and workers != 1:
+        raise InputError("--workers is for the single-machine service", value=workers,
+                         expected="--replicas N with --ray")
     settings = ServiceSettings.make(model=model.resolve(), store=_absolute(store or "llm4rec-events.db"),
                                     policy=policy, candidates=candidates, max_k=max_k, ann_threshold=ann_threshold,
                                     cors_origins=list(cors or []), metrics_key=metrics_key,
@@ -72,9 +85,22 @@ def serve_command(
     store_obj.close()
     console.print(f"serving {model} · store {redact(settings.store)} · web app http://{host}:{port}/ · API "
                   f"http://{host}:{port}/docs")
+    if ray is not None:
+        _serve_on_ray(settings, ray, host=host, port=port, replicas=replicas, max_replicas=max_replicas)
+        return
     os.environ.update(settings.to_environment())
     uvicorn.run("llm4rec.serving.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level=log_level)
+
+
+def _serve_on_ray(settings, address: str, *, host: str, port: int, replicas: int, max_replicas: int | None) -> None:
+    """The same app as replicas on Ray Serve (llm4rec.distributed.serve), until Ctrl-C."""
+    from llm4rec.distributed.cluster import session
+    from llm4rec.distributed.serve import ServeOptions, run_until_interrupted
+
+    options = ServeOptions.make(replicas=replicas, max_replicas=max_replicas, host=host, port=port)
+    with session(address):
+        run_until_interrupted(settings, options, echo=console.print)
 
 
 def _directory(path: Path, option: str) -> Path:

@@ -67,6 +67,12 @@ def tune_command(
                                                            "epochs=20; dotted keys set nested settings."),
     no_prune: bool = typer.Option(False, "--no-prune", help="Train every neural trial to its end (no pruning by "
                                                             "the validation curve)."),
+    ray_address: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                                    help="Run the trials concurrently on a Ray cluster, one CPU each: auto (the "
+                                         "cluster `ray start` started here), local (one in this process) or "
+                                         "the head's host:port. Same study and outputs."),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="With --ray: trials at once (default: the "
+                                                                       "cluster's CPUs)."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     json_out: Path = typer.Option(None, "--json", help="Also write the tuning record (tune.json) to this file."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " For the study directory's "
@@ -87,7 +93,8 @@ def tune_command(
     earlier trials are pruned. The study (study.db) is stored as it goes:
     after an interruption, the same command resumes it. Outputs, written into
     the study directory after the test run: trials.csv, tune.json,
-    history.png, importance.png.
+    history.png, importance.png. With --ray the trials run concurrently on a
+    Ray cluster (one CPU each), into the same study.
     """
     from llm4rec._atomic import check_output_files
     from llm4rec.data.splits import PROTOCOLS, check_protocol
@@ -104,6 +111,12 @@ def tune_command(
     searched = parse_space(specs)
     check_space(searched, model, fixed)  # unknown settings and refused values, before loading data
     seconds = None if timeout is None else parse_duration(timeout)
+    if concurrency is not None and ray_address is None:
+        raise InputError("--concurrency needs --ray", value=concurrency, expected="--ray ADDRESS as well")
+    if ray_address is not None:
+        from llm4rec.distributed.cluster import check_address
+
+        check_address(ray_address)  # a wrong address is an error now, not after loading the data
     study = Path(f"tune-{model.lower()}-{protocol}") if study is None else study
     check_output_files(study, OUTPUT_FILES, overwrite=overwrite, option="--study")
     check_output_file(json_out, overwrite=overwrite, option="--json")
@@ -116,12 +129,19 @@ def tune_command(
         err_console.print(f"resuming the study in {study / STUDY_FILE}: {finished} finished trial"
                           f"{'s' * (finished != 1)}", soft_wrap=True)
     with progress_bar() as progress:
+        run: Any = tune
+        if ray_address is not None:
+            from functools import partial
+
+            from llm4rec.distributed.tune import tune_ray
+
+            run = partial(tune_ray, address=ray_address, concurrency=concurrency)
         try:
-            result = tune(ds, model, space=searched, protocol=protocol, trials=trials, timeout=seconds,
-                          study_dir=study, seed=seed, settings=fixed, data_path=str(Path(data).resolve()),
-                          prune=not no_prune, progress=StepReporter(progress, prefix=f"{model}: "),
-                          on_trial=lambda row: progress.console.print(_trial_line(row, metric), soft_wrap=True,
-                                                                      markup=False, highlight=False))
+            result = run(ds, model, space=searched, protocol=protocol, trials=trials, timeout=seconds,
+                         study_dir=study, seed=seed, settings=fixed, data_path=str(Path(data).resolve()),
+                         prune=not no_prune, progress=StepReporter(progress, prefix=f"{model}: "),
+                         on_trial=lambda row: progress.console.print(_trial_line(row, metric), soft_wrap=True,
+                                                                     markup=False, highlight=False))
         except KeyboardInterrupt:
             if (study / STUDY_FILE).exists():
                 err_console.print(f"the study is kept in {study / STUDY_FILE}: the same command resumes it",

@@ -46,7 +46,7 @@ def data_report(dataset: Dataset, stage: Stage) -> dict[str, int]:
 def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed: int = 2026,
                    settings: dict[str, Any] | None = None, stage: str = "test",
                    split: Split | None = None, progress: Any = None, callbacks: list | None = None,
-                   data_path: str | None = None) -> Experiment:
+                   data_path: str | None = None, fit: Any = None) -> Experiment:
     """Fit ``model`` on the stage's fit set and evaluate it on the stage's targets.
 
     ``seed`` drives the protocol's random draws and, unless ``settings`` says
@@ -54,6 +54,8 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
     ``progress(step, done, total)`` is called with step "fit" and "evaluate";
     ``callbacks`` (:class:`~llm4rec.training.Callback`) go to the model's fit
     (neural models report their epochs to them; the others train at once).
+    ``fit(model, fit_set, callbacks)`` replaces ``model.fit(fit_set, callbacks=callbacks)`` (e.g. a
+    data-parallel fit on Ray, :func:`llm4rec.distributed.train.fit_distributed`).
     The record holds: dataset, protocol, seed, split_fingerprint, model,
     config, metrics, fit_seconds, eval_seconds, n_users_evaluated (plus stage,
     ranking, extra_metrics and data_report, see :func:`data_report`), and what a rerun needs: ``data`` (the
@@ -75,7 +77,10 @@ def run_experiment(dataset: Dataset, model: str, *, protocol: str = "loo", seed:
         report = progress or (lambda step, done, total: None)
         report("fit", 0, 1)
         t0 = time.perf_counter()
-        recommender.fit(st.fit, callbacks=callbacks)
+        if fit is None:
+            recommender.fit(st.fit, callbacks=callbacks)
+        else:
+            fit(recommender, st.fit, callbacks)
         fit_seconds = time.perf_counter() - t0
         report("fit", 1, 1)
         done = [0]

@@ -11,6 +11,11 @@ resumes it (only the trials still missing run; interrupted ones are retried
 with their parameters). Then the chosen setting is fitted once on the test
 stage. :func:`write_outputs` writes ``trials.csv``, ``tune.json``,
 ``history.png`` and ``importance.png``.
+
+The pieces of :func:`tune` (:func:`plan_search`, :func:`start_study`,
+:func:`valid_metrics`, :func:`finish`) are also what
+:func:`llm4rec.distributed.tune.tune_ray` runs, with the trials on a Ray
+cluster: the same study, result and outputs.
 """
 
 from __future__ import annotations
@@ -214,6 +219,65 @@ def tune(dataset: Dataset, model: str, *, space: dict[str, Param] | list[str], p
     import optuna
     from optuna.trial import TrialState
 
+    plan = plan_search(dataset, model, space, protocol=protocol, trials=trials, timeout=timeout, seed=seed,
+                 settings=settings, prune=prune)
+    report = progress or (lambda step, done, total: None)
+    split = make_split(dataset, plan.protocol, seed=seed)
+
+    with _quiet_optuna():
+        study, n_run = start_study(study_dir, plan)
+        ran = 0
+        while ran < n_run and (ran == 0 or plan.deadline is None or time.monotonic() < plan.deadline):
+            report("trials", ran, n_run)
+            ran += 1
+            trial = study.ask()
+            try:
+                point = {name: p.suggest(trial) for name, p in plan.space.items()}
+                metrics = valid_metrics(dataset, split, plan, point, callbacks=[_Pruning(trial)])
+                trial.set_user_attr("metrics", metrics)
+            except optuna.TrialPruned:
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+            except Llm4recError as exc:  # e.g. a diverging learning rate: the search goes on
+                trial.set_user_attr("error", str(exc))
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            except BaseException:  # Ctrl-C, a bug: the study stays resumable, the trial is retried
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                frozen = study.tell(trial, metrics[plan.metric])
+            if on_trial is not None:
+                on_trial(_row(frozen))
+        report("trials", ran, n_run)
+    return finish(study, plan, dataset, split, study_dir=study_dir, data_path=data_path, progress=report)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked search: what :func:`tune` and the Ray path (:mod:`llm4rec.distributed.tune`) run.
+
+    ``trials`` is capped at a grid's size; ``deadline`` is a ``time.monotonic()`` instant (or None) after
+    which no new trial starts; ``meta`` is what the study is of (its ``llm4rec`` user attribute).
+    """
+
+    model: str
+    protocol: str
+    seed: int
+    settings: dict[str, Any]
+    space: dict[str, Param]
+    grid: bool
+    trials: int
+    metric: str
+    meta: dict[str, Any]
+    pruner: Any
+    deadline: float | None
+
+
+def plan_search(dataset: Dataset, model: str, space: dict[str, Param] | list[str], *, protocol: str, trials: int,
+          timeout: float | None, seed: int, settings: dict[str, Any] | None,
+          prune: bool | optuna.pruners.BasePruner) -> Plan:
+    """Check the arguments of a search (InputError naming the bad one) and settle what it runs."""
+    import optuna
+
     protocol = check_protocol(protocol)
     model = model.lower()
     settings = settings or {}
@@ -228,45 +292,45 @@ def tune(dataset: Dataset, model: str, *, space: dict[str, Param] | list[str], p
     grid = all(p.categorical for p in space.values())
     if grid:
         trials = min(trials, int(np.prod([len(p.choices) for p in space.values()])))
-    metric = PROTOCOLS[protocol]["tune"]
-    report = progress or (lambda step, done, total: None)
-    meta = _meta(model, protocol, seed, space, settings, dataset)
     pruner = prune if isinstance(prune, optuna.pruners.BasePruner) else \
         optuna.pruners.MedianPruner(PRUNE_STARTUP_TRIALS, PRUNE_FROM_EPOCH) if prune else optuna.pruners.NopPruner()
-    split = make_split(dataset, protocol, seed=seed)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    return Plan(model=model, protocol=protocol, seed=seed, settings=settings, space=space, grid=grid, trials=trials,
+                metric=PROTOCOLS[protocol]["tune"], meta=_meta(model, protocol, seed, space, settings, dataset),
+                pruner=pruner, deadline=None if timeout is None else time.monotonic() + timeout)
+
+
+def start_study(study_dir: str | Path | None, plan: Plan, *, constant_liar: bool = False) -> tuple[optuna.Study, int]:
+    """The opened (or resumed) study, its sampler and pruner set and the next points queued; and how many
+    trials to run. ``constant_liar``: TPE's setting for trials that run concurrently."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = _open_study(study_dir, plan.meta)
+    # reseeded by the trials already run, so a resumed search does not redraw its first points; a grid's
+    # trials are all queued by _enqueue, so there the sampler draws nothing
+    with warnings.catch_warnings():  # constant_liar is an experimental feature
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.TPESampler(seed=plan.seed + len(study.trials), constant_liar=constant_liar)
+    study.pruner = plan.pruner
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    needed = plan.trials - len(study.get_trials(deepcopy=False, states=finished))
+    return study, _enqueue(study, plan.space, plan.grid, needed, plan.seed)
+
+
+def valid_metrics(dataset: Dataset, split: Any, plan: Plan, point: dict[str, Any],
+                  callbacks: list[Callback] | None = None) -> dict[str, float]:
+    """One trial's fit on the valid stage with the searched ``point`` (by dotted name); its metrics."""
+    exp = run_experiment(dataset, plan.model, protocol=plan.protocol, seed=plan.seed, stage="valid", split=split,
+                         settings=settings_for(point, plan.settings), callbacks=callbacks)
+    return exp.record["metrics"]
+
+
+def finish(study: optuna.Study, plan: Plan, dataset: Dataset, split: Any, *, study_dir: str | Path | None,
+           data_path: str | Path | None, progress: Callable[[str, int, int], None]) -> TuneResult:
+    """The best completed trial of ``study`` (InputError when none completed) fitted once on the test stage."""
+    from optuna.trial import TrialState
 
     with _quiet_optuna():
-        study = _open_study(study_dir, meta)
-        # reseeded by the trials already run, so a resumed search does not redraw its first points; a grid's
-        # trials are all queued by _enqueue, so there the sampler draws nothing
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
-        study.pruner = pruner
-        finished = (TrialState.COMPLETE, TrialState.PRUNED)
-        n_run = _enqueue(study, space, grid, trials - len(study.get_trials(deepcopy=False, states=finished)), seed)
-        ran = 0
-        while ran < n_run and (ran == 0 or deadline is None or time.monotonic() < deadline):
-            report("trials", ran, n_run)
-            ran += 1
-            trial = study.ask()
-            try:
-                point = {name: p.suggest(trial) for name, p in space.items()}
-                exp = run_experiment(dataset, model, protocol=protocol, seed=seed, stage="valid", split=split,
-                                     settings=settings_for(point, settings), callbacks=[_Pruning(trial)])
-                trial.set_user_attr("metrics", exp.record["metrics"])
-            except optuna.TrialPruned:
-                frozen = study.tell(trial, state=TrialState.PRUNED)
-            except Llm4recError as exc:  # e.g. a diverging learning rate: the search goes on
-                trial.set_user_attr("error", str(exc))
-                frozen = study.tell(trial, state=TrialState.FAIL)
-            except BaseException:  # Ctrl-C, a bug: the study stays resumable, the trial is retried
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            else:
-                frozen = study.tell(trial, exp.record["metrics"][metric])
-            if on_trial is not None:
-                on_trial(_row(frozen))
-        report("trials", ran, n_run)
         all_trials = study.get_trials(deepcopy=False)
         complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
         if not complete:
@@ -276,15 +340,18 @@ def tune(dataset: Dataset, model: str, *, space: dict[str, Param] | list[str], p
                              value=errors[-1] if errors else None,
                              expected="a search space and settings the model can be fitted with, or more trials")
         best = max(complete, key=lambda t: (t.value, -t.number))  # a tie goes to the earlier trial
-        importances = _importances(study, space, len(complete))
+        importances = _importances(study, plan.space, len(complete))
 
-    test = run_experiment(dataset, model, protocol=protocol, seed=seed, settings=settings_for(best.params, settings),
-                          stage="test", split=split, progress=lambda step, d, t: report(f"test {step}", d, t),
+    model, settings = plan.model, plan.settings
+    test = run_experiment(dataset, model, protocol=plan.protocol, seed=plan.seed,
+                          settings=settings_for(best.params, settings), stage="test", split=split,
+                          progress=lambda step, d, t: progress(f"test {step}", d, t),
                           data_path=None if data_path is None else str(data_path))
     rows = [_row(t) for t in all_trials if t.state.is_finished()]
     return TuneResult(
-        model=model, dataset=dataset.name, protocol=protocol, seed=seed, metric=metric, space=space,
-        settings=settings, sampler="grid" if grid else "tpe", pruner=type(pruner).__name__,
+        model=model, dataset=dataset.name, protocol=plan.protocol, seed=plan.seed, metric=plan.metric,
+        space=plan.space, settings=settings, sampler="grid" if plan.grid else "tpe",
+        pruner=type(plan.pruner).__name__,
         study_path=None if study_dir is None else Path(study_dir) / STUDY_FILE, trials=rows,
         best_trial=best.number, best_value=float(best.value), best_params=dict(best.params),
         best_settings=settings_for(best.params), valid_metrics=best.user_attrs["metrics"], importances=importances,

@@ -39,6 +39,7 @@ class _Run:
 
     valid: Any = None
     callbacks: list = field(default_factory=list)
+    parallel: Any = None
 
 
 class NeuralRecommender(Recommender):
@@ -49,14 +50,17 @@ class NeuralRecommender(Recommender):
     ``training_history_`` (one record per epoch).
     """
 
-    def fit(self, data: Dataset, valid: Stage | None = None, *, callbacks: list | None = None) -> NeuralRecommender:
+    def fit(self, data: Dataset, valid: Stage | None = None, *, callbacks: list | None = None,
+            parallel: Any = None) -> NeuralRecommender:
         """Fit on ``data``; validate on ``valid`` (a protocol's ``valid`` stage of this very fit set) or,
         by default, on a hold-out carved from ``data`` (the ``valid`` setting). ``callbacks``
-        (:class:`~llm4rec.training.Callback`) see every batch and epoch, e.g. a progress display."""
+        (:class:`~llm4rec.training.Callback`) see every batch and epoch, e.g. a progress display.
+        ``parallel`` (:class:`~llm4rec.training.parallel.DataParallel`) makes this process one rank of a
+        data-parallel fit (:func:`llm4rec.distributed.train.fit_distributed` sets it up)."""
         from llm4rec.training import check_valid_stage
 
         check_valid_stage(valid, data)
-        self._run = _Run(valid, list(callbacks or []))
+        self._run = _Run(valid, list(callbacks or []), parallel)
         try:
             return super().fit(data)
         finally:
@@ -101,8 +105,8 @@ class NeuralRecommender(Recommender):
             train, stage = holdout(data, cfg.valid, seed=cfg.seed)
         task = self._task(train, data)
         record = {"model": self.name, "config": cfg.model_dump(mode="json")}
-        result = Trainer(TrainingConfig.from_config(cfg), config=record, callbacks=run.callbacks).fit(
-            task, self._validation(task, data, stage))
+        result = Trainer(TrainingConfig.from_config(cfg), config=record, callbacks=run.callbacks,
+                         parallel=run.parallel).fit(task, self._validation(task, data, stage))
         self.net_ = result.module
         self.train_summary_ = result.summary()
         self.training_history_ = result.history
@@ -113,6 +117,29 @@ class NeuralRecommender(Recommender):
         """Save the model into the run directory when one is configured."""
         if self.config.run_dir is not None:
             self.save(Path(self.config.run_dir) / "model", overwrite=True)
+
+    def _fit_outcome(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What a fit produced beyond the fit set: (the state arrays :meth:`save` writes, a JSON-friendly
+        dict of the config, ``train_summary_``, ``training_history_`` and ``provenance_``).
+        :meth:`_adopt_fit` installs them in another process's model of the same config."""
+        info = {"config": self.config.model_dump(mode="json"), "train_summary": self.train_summary_,
+                "training_history": self.training_history_, "provenance": self.provenance_}
+        return self._state(), info
+
+    def _adopt_fit(self, data: Dataset, arrays: dict[str, np.ndarray], info: dict[str, Any],
+                   keep: tuple[str, ...] = ("device", "run_dir", "progress")) -> NeuralRecommender:
+        """Become the model that :meth:`_fit_outcome` described after fitting ``data`` elsewhere (rank 0 of a
+        data-parallel fit): this model's ``keep`` settings stay, the others (e.g. the architecture adopted
+        under ``init_from``) come from the fitted model; the run directory is written as :meth:`fit` would."""
+        self._remember(data)
+        settings = {k: v for k, v in info["config"].items() if k not in keep}
+        self.config = self.make_config({**self.config.model_dump(mode="json"), **settings})
+        self.provenance_.update(info["provenance"])
+        self._set_state(arrays)
+        self.train_summary_ = info["train_summary"]
+        self.training_history_ = info["training_history"]
+        self._save_run()
+        return self
 
     @property
     def device(self) -> torch.device:

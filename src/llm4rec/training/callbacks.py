@@ -66,6 +66,15 @@ class EarlyStopping(Callback):
         if self._best_weights is not None:
             state.module.load_state_dict(self._best_weights)
 
+    def resume_state(self) -> tuple[int, dict[str, Any] | None]:
+        """(epochs since the best one, the best epoch's weights or None): what a checkpoint must keep."""
+        return self._bad_epochs, self._best_weights
+
+    def restore(self, bad_epochs: int, best_weights: dict[str, Any] | None) -> None:
+        """Continue from :meth:`resume_state` of an earlier run (``state.best_epoch``/``best_value`` are the
+        trainer's to restore)."""
+        self._bad_epochs, self._best_weights = bad_epochs, best_weights
+
 
 class ProgressBar(Callback):
     """A rich progress bar on stderr: one task per epoch, with the running mean loss."""
