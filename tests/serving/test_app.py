@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -180,7 +181,10 @@ def test_metrics_and_logs_hold_no_personal_data(serve, caplog):
         client.get(f"/v1/users/{secret_user}/recommendations")
         client.get("/v1/users/5/recommendations")
     assert caplog.records and all(secret_user not in r.getMessage() for r in caplog.records)
-    text = client.get("/metrics").text
+    deadline = time.monotonic() + 10  # served slates are logged to the store in the background
+    while 'llm4rec_online_ctr{policy="greedy"}' not in (text := client.get("/metrics").text) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert secret_user not in text
     assert 'llm4rec_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"} 2.0' \
         in text
