@@ -32,7 +32,8 @@ __all__ = ["FORMATS", "Block", "all_users", "check_output", "histories_from_file
 
 #: output formats by file suffix
 FORMATS = (".parquet", ".csv", ".jsonl")
-#: users (or histories) scored at once by default: 1,024 x n_items float32 scores
+#: users (or histories) scored at once by default: 1,024 x n_items float32 scores, about 10 bytes per
+#: (user, item) with the copy and top-k work space (10 GiB at 1M items: bench/results/scale_curves.json)
 BLOCK = 1024
 
 

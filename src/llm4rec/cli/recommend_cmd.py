@@ -26,8 +26,9 @@ def recommend_command(
     unknown: str = typer.Option("error", "--unknown", help="With --users, an id the model does not know: error "
                                                            "(names the line) or fallback (popularity)."),
     include_seen: bool = typer.Option(False, "--include-seen", help="Also recommend items of the history."),
-    block: int = typer.Option(1024, "--block", min=1, help="Users scored at once (memory: block x items x 4 "
-                                                           "bytes)."),
+    block: int = typer.Option(1024, "--block", min=1, help="Users scored at once (memory: about block x items x 10 "
+                                                           "bytes: the scores, their copy and the top-k work space; "
+                                                           "lower it for catalogues of millions)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS", help="Score on a Ray cluster (the ray extra): "
                                                                    "auto (the one `ray start` runs here), local "
