@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -71,17 +72,23 @@ def recommend_command(
         total, blocks = batch.users_from_file(recommender, users, block, unknown)
     else:
         total, blocks = batch.histories_from_file(histories, block)
+    _run_with_progress(f"recommending ({recommender.name}, k={k})", total, out, lambda advance: batch.recommend_to_file(
+        recommender, blocks, out, k, exclude_seen=not include_seen, overwrite=overwrite, progress=advance))
+
+
+def _run_with_progress(label: str, total: int | None, out: Path, run: Callable[[Callable[[int], None]], int]) -> None:
+    """``run(advance)`` (returns the rows written; calls ``advance(users done)``) under a progress bar, then the
+    closing line with its speed."""
     start = time.perf_counter()
     done = [0]
     with progress_bar() as progress:
-        task = progress.add_task(f"recommending ({recommender.name}, k={k})", total=total)
+        task = progress.add_task(label, total=total)
 
         def advance(n: int) -> None:
             done[0] = n
             progress.update(task, completed=n)
 
-        rows = batch.recommend_to_file(recommender, blocks, out, k, exclude_seen=not include_seen,
-                                       overwrite=overwrite, progress=advance)
+        rows = run(advance)
     seconds = time.perf_counter() - start
     console.print(f"wrote {out}: {rows} recommendations for {done[0]} users in {seconds:.1f} s "
                   f"({done[0] / max(seconds, 1e-9):,.0f} users/s)")
@@ -110,17 +117,6 @@ def _recommend_on_ray(model: Path, users: Path | None, all_users: bool, historie
     import ray.data  # noqa: F401 - configures its loggers on import; quieten them after
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-run INFO lines would break the progress bar
-    start = time.perf_counter()
-    done = [0]
-    with progress_bar() as progress:
-        task = progress.add_task(f"recommending on Ray ({address}, k={k})", total=None)
-
-        def advance(n: int) -> None:
-            done[0] = n
-            progress.update(task, completed=n)
-
-        rows = recommend_ray(model, requests, out, k, exclude_seen=not include_seen, workers=workers, block=block,
-                             address=address, overwrite=overwrite, progress=advance)
-    seconds = time.perf_counter() - start
-    console.print(f"wrote {out}: {rows} recommendations for {done[0]} users in {seconds:.1f} s "
-                  f"({done[0] / max(seconds, 1e-9):,.0f} users/s)")
+    _run_with_progress(f"recommending on Ray ({address}, k={k})", None, out, lambda advance: recommend_ray(
+        model, requests, out, k, exclude_seen=not include_seen, workers=workers, block=block, address=address,
+        overwrite=overwrite, progress=advance))
