@@ -27,7 +27,7 @@ from llm4rec.errors import InputError
 if TYPE_CHECKING:
     from llm4rec.models.base import Recommender
 
-__all__ = ["FORMATS", "Block", "all_users", "check_output", "histories_from_file", "recommend_block",
+__all__ = ["FORMATS", "Block", "all_users", "auto_block", "check_output", "histories_from_file", "recommend_block",
            "recommend_to_file", "users_from_file", "write_blocks"]
 
 #: output formats by file suffix
@@ -35,6 +35,14 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 #: users (or histories) scored at once by default: 1,024 x n_items float32 scores, about 10 bytes per
 #: (user, item) with the copy and top-k work space (10 GiB at 1M items: bench/results/scale_curves.json)
 BLOCK = 1024
+#: the work space :func:`auto_block` keeps a block within
+BLOCK_BYTES = 2 * 1024 ** 3
+
+
+def auto_block(n_items: int) -> int:
+    """Users per block for a catalogue of ``n_items``: :data:`BLOCK`, or fewer where a block's scores and top-k
+    work space (about 10 bytes per user and item) would pass :data:`BLOCK_BYTES` (past ~200k items; 214 at 1M)."""
+    return int(max(1, min(BLOCK, BLOCK_BYTES // (10 * max(int(n_items), 1)))))
 
 
 @dataclass

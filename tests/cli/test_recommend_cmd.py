@@ -105,3 +105,11 @@ def test_bad_input_is_named_and_nothing_is_left_behind(saved, tmp_path, capsys):
     assert code != 0 and "exactly one of" in err
     code, _, err = run(capsys, "recommend", "--model", str(bundle), "--all", "--out", str(tmp_path / "x.txt"))
     assert code != 0 and ".parquet" in err
+
+
+def test_the_default_block_keeps_a_blocks_work_space_under_two_gib():
+    from llm4rec.batch import BLOCK_BYTES, auto_block
+
+    assert auto_block(12_101) == 1024 and auto_block(200_000) == 1024  # Beauty and up: the fixed default
+    assert auto_block(1_000_000) == 214 and 214 * 1_000_000 * 10 <= BLOCK_BYTES < 215 * 1_000_000 * 10
+    assert auto_block(10 ** 12) == 1 and auto_block(0) == 1024

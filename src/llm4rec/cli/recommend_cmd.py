@@ -27,9 +27,10 @@ def recommend_command(
     unknown: str = typer.Option("error", "--unknown", help="With --users, an id the model does not know: error "
                                                            "(names the line) or fallback (popularity)."),
     include_seen: bool = typer.Option(False, "--include-seen", help="Also recommend items of the history."),
-    block: int = typer.Option(1024, "--block", min=1, help="Users scored at once (memory: about block x items x 10 "
-                                                           "bytes: the scores, their copy and the top-k work space; "
-                                                           "lower it for catalogues of millions)."),
+    block: int = typer.Option(None, "--block", min=1, help="Users scored at once (default 1,024, fewer past ~200k "
+                                                           "items: memory is about block x items x 10 bytes, the "
+                                                           "scores, their copy and the top-k work space; the "
+                                                           "default keeps it under 2 GiB)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS", help="Score on a Ray cluster (the ray extra): "
                                                                    "auto (the one `ray start` runs here), local "
@@ -66,6 +67,7 @@ def recommend_command(
         console.print(f"{model}: version {version}")
     else:
         recommender = Recommender.load(model)
+    block = block or batch.auto_block(recommender.n_items_)
     if all_users:
         total, blocks = batch.all_users(recommender, block)
     elif users is not None:
@@ -95,11 +97,12 @@ def _run_with_progress(label: str, total: int | None, out: Path, run: Callable[[
 
 
 def _recommend_on_ray(model: Path, users: Path | None, all_users: bool, histories: Path | None, k: int, out: Path,
-                      unknown: str, include_seen: bool, block: int, overwrite: bool, address: str,
+                      unknown: str, include_seen: bool, block: int | None, overwrite: bool, address: str,
                       workers: int | None) -> None:
     """``recommend --ray``: the same file, scored by Ray actors (ray is imported only here)."""
     import logging
 
+    from llm4rec import batch
     from llm4rec.distributed.batch import Requests, recommend_ray
     from llm4rec.serving.registry import ModelRegistry
 
@@ -109,6 +112,10 @@ def _recommend_on_ray(model: Path, users: Path | None, all_users: bool, historie
             raise InputError("the registry has no current model version", path=model, expected="a published version")
         console.print(f"{model}: version {current[0]}")
         model = current[1]
+    if block is None:  # sized for the catalogue, as in one process; the driver never loads the model
+        import json
+
+        block = batch.auto_block(len(json.loads((model / "items.json").read_text(encoding="utf-8"))["tokens"]))
     requests = Requests("all") if all_users else Requests("users", users, unknown) if users is not None \
         else Requests("histories", histories)
     from llm4rec.distributed.cluster import require_ray
