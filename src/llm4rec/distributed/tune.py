@@ -304,7 +304,9 @@ def _searcher_class() -> type:
             return None  # the study is the record; Tune's searcher snapshot would pickle it (and fail on callbacks)
 
         def restore(self, checkpoint_path: str) -> None:
-            raise NotImplementedError("resume a search by running it again on the same study directory")
+            # only Tune's own Tuner.restore calls this; tune_ray never does (its experiment state is temporary)
+            raise InputError("a search resumes from its study, not from Tune's experiment state",
+                             path=checkpoint_path, expected="llm4rec tune --study DIR --ray ... again")
 
     return StudySearch
 
