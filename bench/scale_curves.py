@@ -16,6 +16,8 @@ embed-single       MiniLM on ``--embed-n`` sampled item texts: ``encode_cached``
 embed-ray          the same with ``distributed.embed.encode_texts`` on the LocalCluster (2 actors x 1 CPU)
 sasrec-single      one epoch of sasrec (sampled softmax, 256 negatives; no validation), torch on 2 threads
 sasrec-ray         the same epoch with ``fit_distributed`` (Ray Train, 2 workers x 1 CPU, gloo)
+split-single       the sharded P-LOO split (``llm4rec.data.shards.split_to_shards``, ``--shards``) in one process
+split-ray          the same with ``llm4rec.distributed.split.split_ray`` on the LocalCluster; byte-compared
 ease               EASE at ``--ease-items`` item counts (1M interactions each) to anchor its memory
                    formula; it is *not run* where the predicted peak exceeds the machine's memory
 =================  ====================================================================================
@@ -29,6 +31,11 @@ set size, so the shared object-store pages are not counted twice; a sampled valu
 the VmHWM of each ``ray::`` worker process (exact per process) and ``driver_peak_mib`` the child's VmHWM.
 A child is also stopped when the machine's available memory drops under ``--min-free`` (the machine is
 shared): status ``oom-guard``.
+
+Memory caps (``--cap-gib C``): a single-process step runs inside a memory cgroup (v1) of C GiB, a Ray step
+puts each worker node (its raylet and every process it starts) in a cgroup of its own of C GiB while the
+driver and the head stay outside: "machines" of C GiB. Results are stored as ``STEP-capC``; a child the
+kernel kills there is reported ``killed (SIGKILL: out of memory?)`` with the cgroup's ``failcnt``. Needs root.
 
 Embedding is measured on a sample and extrapolated linearly to the whole catalogue
 (``extrapolated_full_seconds``, marked ``extrapolated``). EASE's memory and time at 100k and 1M items
@@ -58,7 +65,8 @@ OUT = ROOT / "bench" / "results" / "scale_curves.json"
 PNG = ROOT / "bench" / "results" / "scale_curves.png"
 SIZES = {"1M": (1_000_000, 100_000), "10M": (10_000_000, 1_000_000), "30M": (30_000_000, 1_000_000)}
 STEPS = ("load", "als", "eval", "batch-single", "batch-ray", "embed-single", "embed-ray", "sasrec-single",
-         "sasrec-ray")
+         "sasrec-ray", "split-single", "split-ray")
+CGROUPS = Path("/sys/fs/cgroup/memory")
 EASE_INTERACTIONS = 1_000_000
 ALS = {"factors": 64, "iterations": 3, "seed": 2026}
 SASREC = {"epochs": 1, "valid": "none", "loss": "softmax", "negatives": 256, "seed": 2026}
@@ -86,12 +94,51 @@ def _split(data_dir: Path) -> tuple[object, object, dict]:
     return data, stage, {"load_seconds": round(t1 - t0, 2), "split_seconds": round(t2 - t1, 2)}
 
 
-def _cluster():
+def _cluster(cap_gib: float | None = None):
     from llm4rec.distributed.cluster import LocalCluster
 
     t0 = time.perf_counter()
     cluster = LocalCluster(workers=2, cpus_per_worker=1).start()
+    if cap_gib:
+        cap_nodes(cluster, cap_gib)
     return cluster, round(time.perf_counter() - t0, 2)
+
+
+def cgroup(name: str, cap_gib: float) -> Path:
+    """A memory cgroup (v1) of ``cap_gib`` GiB (created, or reset when it exists)."""
+    path = CGROUPS / name
+    path.mkdir(exist_ok=True)
+    try:
+        (path / "memory.move_charge_at_immigrate").write_text("3")  # what a moved process holds moves too
+    except OSError:
+        pass  # not on this kernel: a moved raylet's earlier pages stay charged outside (small: moved at start)
+    (path / "memory.limit_in_bytes").write_text(str(int(cap_gib * 2 ** 30)))
+    for counter in ("memory.max_usage_in_bytes", "memory.failcnt"):
+        (path / counter).write_text("0")
+    return path
+
+
+def cap_nodes(cluster, cap_gib: float) -> None:
+    """Move each worker node's raylet and its descendants into a cgroup of its own (``llm4rec-bench-nodeK``);
+    the processes it starts later are born there."""
+    import psutil
+
+    for k, node in enumerate(cluster._nodes):
+        path = cgroup(f"llm4rec-bench-node{k}", cap_gib)
+        for info in node.all_processes.get("raylet", []):
+            root = psutil.Process(info.process.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                (path / "cgroup.procs").write_text(str(proc.pid))
+
+
+def cgroup_report(names: list[str]) -> dict:
+    out = {}
+    for name in names:
+        path = CGROUPS / name
+        if path.exists():
+            out[name] = {"max_usage_mib": round(int((path / "memory.max_usage_in_bytes").read_text()) / MIB),
+                         "failcnt": int((path / "memory.failcnt").read_text())}
+    return out
 
 
 def _texts(data_dir: Path, n: int) -> list[str]:
@@ -155,12 +202,15 @@ def child(args: argparse.Namespace) -> dict:
         from llm4rec.models import Recommender
 
         users_file = work / "users.txt"
-        dest = work / (f"{step}.parquet" if args.batch_block == 1024 else f"{step}-block{args.batch_block}.parquet")
+        dest = work / (f"{step}.parquet" if args.batch_block == "1024" else f"{step}-block{args.batch_block}.parquet")
+        block = int(args.batch_block) if args.batch_block != "auto" else batch.auto_block(
+            json.loads((data_dir / "truth.json").read_text())["n_items"])
+        out["block_used"] = block
         dest.unlink(missing_ok=True)
         t0 = time.perf_counter()
         if step == "batch-single":
             model = Recommender.load(work / "als")
-            n, blocks = batch.users_from_file(model, users_file, args.batch_block)
+            n, blocks = batch.users_from_file(model, users_file, block)
             rows = batch.recommend_to_file(model, blocks, dest, k=10)
             seconds = time.perf_counter() - t0
         else:
@@ -170,7 +220,7 @@ def child(args: argparse.Namespace) -> dict:
             try:
                 t0 = time.perf_counter()
                 rows = recommend_ray(work / "als", Requests("users", users_file), dest, 10, workers=2,
-                                     block=args.batch_block, address=cluster.address)
+                                     block=block, address=cluster.address)
                 seconds = time.perf_counter() - t0
             finally:
                 cluster.stop()
@@ -227,6 +277,36 @@ def child(args: argparse.Namespace) -> dict:
             finally:
                 cluster.stop()
         out["epoch_seconds"] = round(sum(r["seconds"] for r in model.training_history_), 2)
+    elif step.startswith("split-"):
+        dest = work / (f"shards-{step}" + (f"-cap{args.cap_gib:g}" if args.cap_gib else ""))
+        shutil.rmtree(dest, ignore_errors=True)
+        if step == "split-single":
+            from llm4rec.data.shards import split_to_shards
+
+            t0 = time.perf_counter()
+            manifest = split_to_shards(data_dir, dest, args.shards)
+            out["seconds"] = round(time.perf_counter() - t0, 2)
+        else:
+            from llm4rec.distributed.split import split_ray
+
+            cluster, out["cluster_start_seconds"] = _cluster(args.cap_gib)
+            try:
+                t0 = time.perf_counter()
+                manifest = split_ray(data_dir, dest, args.shards, address=cluster.address)
+                out["seconds"] = round(time.perf_counter() - t0, 2)
+            finally:
+                cluster.stop()
+            out["node_cgroups"] = cgroup_report(["llm4rec-bench-node0", "llm4rec-bench-node1"]) \
+                if args.cap_gib else None
+            others = sorted(work.glob("shards-split-single*"))
+            if others:
+                names = [f"shard-{s:05d}.parquet" for s in range(args.shards)] + ["items.parquet"]
+                out["identical_to_single"] = all((others[0] / n).read_bytes() == (dest / n).read_bytes()
+                                                 for n in names)
+                out["compared_with"] = others[0].name
+        from llm4rec.data.shards import open_source
+
+        out.update(shards=args.shards, reads=len(open_source(data_dir).reads), total=manifest["total"])
     else:
         raise SystemExit(f"unknown step {step}")
     out["driver_peak_mib"] = round(_hwm_mib() or 0)
@@ -312,7 +392,14 @@ def run_step(step: str, data_dir: Path, step_work: Path, args: argparse.Namespac
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     command = [sys.executable, __file__, "--child", step, "--data", str(data_dir), "--step-work", str(step_work),
                "--eval-users", str(args.eval_users), "--batch-users", str(args.batch_users),
-               "--embed-n", str(args.embed_n), "--batch-block", str(args.batch_block)]
+               "--embed-n", str(args.embed_n), "--batch-block", str(args.batch_block), "--shards", str(args.shards)]
+    ray_step = step.endswith("-ray")
+    capped = None
+    if args.cap_gib:
+        command += ["--cap-gib", str(args.cap_gib)]
+        if not ray_step:  # the child joins its cgroup, then becomes python (same pid)
+            capped = cgroup("llm4rec-bench-child", args.cap_gib)
+            command = ["sh", "-c", f'echo $$ > {capped}/cgroup.procs && exec "$0" "$@"', *command]
     step_work.mkdir(parents=True, exist_ok=True)
     log = step_work / f"{step}.log"
     print(f"[{time.strftime('%H:%M:%S')}] {data_dir.name} {step} ...", flush=True)
@@ -340,7 +427,8 @@ def run_step(step: str, data_dir: Path, step_work: Path, args: argparse.Namespac
         result["error"] = log.read_text()[-1500:]
         if status == "timeout":
             result["seconds"] = None
-    ray_step = step.endswith("-ray")
+    if capped is not None:
+        result["cgroup"] = cgroup_report(["llm4rec-bench-child"])["llm4rec-bench-child"]
     result["peak_mib"] = round(monitor.pss_peak) if ray_step else round(
         max(result.get("driver_peak_mib") or 0, monitor.hwm.get(proc.pid, 0.0)))
     if ray_step:
@@ -417,8 +505,8 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(19, 6.2))
     styles = {"single": "-", "ray": "--"}
     colors = {"load": "tab:gray", "als": "tab:blue", "eval": "tab:orange", "batch": "tab:green",
-              "embed": "tab:purple", "sasrec": "tab:red"}
-    extra = sorted({k for s in sizes for k in s["steps"] if k not in STEPS})
+              "embed": "tab:purple", "sasrec": "tab:red", "split": "tab:olive"}
+    extra = sorted({k for s in sizes for k in s["steps"] if k not in STEPS and "-cap" not in k})  # caps: a table
     for step in STEPS + tuple(extra) + ("embed-full-single", "embed-full-ray"):
         family = step.split("-")[0]
         mode = "ray" if "-ray" in step else "single"
@@ -511,9 +599,14 @@ def main() -> None:
     ap.add_argument("--eval-users", type=int, default=10_000)
     ap.add_argument("--batch-users", type=int, default=10_000)
     ap.add_argument("--embed-n", type=int, default=2_000)
-    ap.add_argument("--batch-block", type=int, default=1024, help="users scored at once (batch steps); results of "
-                                                                  "another value are stored as STEP-blockN")
+    ap.add_argument("--batch-block", default="1024", help="users scored at once (batch steps), or 'auto' for "
+                                                          "llm4rec.batch.auto_block(items) (the CLI's default); "
+                                                          "results of a value other than 1024 are stored as "
+                                                          "STEP-blockN")
     ap.add_argument("--ease-items", default="5000,10000,20000")
+    ap.add_argument("--shards", type=int, default=16, help="shards of the split steps")
+    ap.add_argument("--cap-gib", type=float, default=None, help="memory cap of each single-process child or Ray "
+                                                                "worker node (cgroup v1; root); results STEP-capC")
     ap.add_argument("--reuse-ease", action="store_true", help="keep EASE anchors already in the JSON")
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -589,7 +682,8 @@ def main() -> None:
                 rate = r["texts"] / r["seconds"]
                 r["extrapolated_full_seconds"] = round(items / rate)
                 r["extrapolated"] = f"{items:,} items / {rate:.1f} items/s (linear in items)"
-            key = f"{step}-block{args.batch_block}" if step.startswith("batch") and args.batch_block != 1024 else step
+            key = f"{step}-block{args.batch_block}" if step.startswith("batch") and args.batch_block != "1024" else step
+            key += f"-cap{args.cap_gib:g}" if args.cap_gib else ""
             r["block"] = args.batch_block if step.startswith("batch") else None
             entry["steps"][key] = r
             save()

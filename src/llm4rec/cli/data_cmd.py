@@ -289,3 +289,49 @@ def generate(
                                                           for name in ("oracle", "topic_oracle", "popularity"))
                   + " (truth.json has more)")
     console.print(f"try: llm4rec evaluate --data {out} --model ease")
+
+
+@data_app.command("split")
+def split(
+    data: Path = typer.Argument(..., help="Interactions in Parquet: a file, or a directory as `data generate` and "
+                                          "`data convert --to parquet` write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: new or empty (written atomically)."),
+    shards: int = typer.Option(16, "--shards", min=1, max=65_536,
+                               help="Shards of users; a step holds one shard (or one read of 2Mi rows)."),
+    protocol: str = typer.Option("loo", "--protocol", help="Evaluation protocol: loo (P-LOO) only."),
+    seed: int = typer.Option(2026, "--seed", help="The protocol's seed, stored in the manifest."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                            help="Run the steps as tasks on a Ray cluster (the ray extra): auto (the one `ray "
+                                 "start` runs here), local (a private one) or the head's host:port."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier sharded split (a "
+                                                              "directory with other files is never replaced)."),
+) -> None:
+    """Split a log too large for one process under P-LOO, in shards of users (bounded memory).
+
+    Each user's interactions land in one shard (a hash of the user id), and each shard is split on its own:
+    together they are exactly the one-process split. OUT holds manifest.json, items.parquet and
+    shard-NNNNN.parquet files (user_id, item_id, timestamp[, rating], stage: 0 train, 1 valid, 2 test);
+    `llm4rec.data.shards.read_shard(OUT, k)` reads one back as a split.
+    """
+    import time
+
+    from llm4rec.cli._common import StepReporter
+
+    t0 = time.perf_counter()
+    with progress_bar() as progress:
+        report = StepReporter(progress)
+        if ray is None:
+            from llm4rec.data.shards import split_to_shards
+
+            manifest = split_to_shards(data, out, shards, protocol=protocol, seed=seed, overwrite=overwrite,
+                                       progress=report)
+        else:
+            from llm4rec.distributed.split import split_ray
+
+            manifest = split_ray(data, out, shards, protocol=protocol, seed=seed, overwrite=overwrite, address=ray,
+                                 progress=report)
+    total = manifest["total"]
+    console.print(f"split {total['interactions']:,} interactions of {total['users']:,} users into {shards} shards "
+                  f"under P-LOO (train {total['train']:,}, valid {total['valid']:,}, test {total['test']:,}; "
+                  f"{total['duplicates_dropped']:,} duplicate rows dropped) in {time.perf_counter() - t0:.1f}s: "
+                  f"{out}")
