@@ -15,7 +15,9 @@ batch-ray          the same with ``recommend_ray`` on a LocalCluster (head + 2 w
 embed-single       MiniLM on ``--embed-n`` sampled item texts: ``encode_cached`` (torch on 2 threads)
 embed-ray          the same with ``distributed.embed.encode_texts`` on the LocalCluster (2 actors x 1 CPU)
 sasrec-single      one epoch of sasrec (sampled softmax, 256 negatives; no validation), torch on 2 threads
-sasrec-ray         the same epoch with ``fit_distributed`` (Ray Train, 2 workers x 1 CPU, gloo)
+sasrec-ray         the same epoch with ``fit_distributed`` (Ray Train, 2 workers x 1 CPU, gloo); with
+                   ``--sasrec-users N`` both fit the first N users only (the whole item table) and the
+                   epoch is extrapolated to all users
 split-single       the sharded P-LOO split (``llm4rec.data.shards.split_to_shards``, ``--shards``) in one process
 split-ray          the same with ``llm4rec.distributed.split.split_ray`` on the LocalCluster; byte-compared
 ease               EASE at ``--ease-items`` item counts (1M interactions each) to anchor its memory
@@ -260,9 +262,13 @@ def child(args: argparse.Namespace) -> dict:
         from llm4rec.models import create_model
 
         data, stage, out = _split(data_dir)
+        fit = stage.fit
+        if args.sasrec_users:  # the first N users, the whole item table: steps at full catalogue size
+            fit = fit.subset(fit.user < args.sasrec_users)
+            out.update(users_fitted=int(min(args.sasrec_users, fit.n_users)), users_all=int(stage.fit.n_users))
         if step == "sasrec-single":
             t0 = time.perf_counter()
-            model = create_model("sasrec", {**SASREC, "threads": 2}).fit(stage.fit)
+            model = create_model("sasrec", {**SASREC, "threads": 2}).fit(fit)
             out["seconds"] = round(time.perf_counter() - t0, 2)
         else:
             from llm4rec.distributed.train import fit_distributed
@@ -271,12 +277,14 @@ def child(args: argparse.Namespace) -> dict:
             cluster, out["cluster_start_seconds"] = _cluster()
             try:
                 t0 = time.perf_counter()
-                model = fit_distributed(create_model("sasrec", SASREC), stage.fit, workers=2,
-                                        address=cluster.address)
+                model = fit_distributed(create_model("sasrec", SASREC), fit, workers=2, address=cluster.address)
                 out["seconds"] = round(time.perf_counter() - t0, 2)
             finally:
                 cluster.stop()
         out["epoch_seconds"] = round(sum(r["seconds"] for r in model.training_history_), 2)
+        if args.sasrec_users:
+            out["extrapolated_epoch_seconds"] = round(out["epoch_seconds"] * out["users_all"] / out["users_fitted"])
+            out["extrapolated"] = "epoch x all users / users fitted (steps are linear in users)"
     elif step.startswith("split-"):
         dest = work / (f"shards-{step}" + (f"-cap{args.cap_gib:g}" if args.cap_gib else ""))
         shutil.rmtree(dest, ignore_errors=True)
@@ -392,7 +400,8 @@ def run_step(step: str, data_dir: Path, step_work: Path, args: argparse.Namespac
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     command = [sys.executable, __file__, "--child", step, "--data", str(data_dir), "--step-work", str(step_work),
                "--eval-users", str(args.eval_users), "--batch-users", str(args.batch_users),
-               "--embed-n", str(args.embed_n), "--batch-block", str(args.batch_block), "--shards", str(args.shards)]
+               "--embed-n", str(args.embed_n), "--batch-block", str(args.batch_block), "--shards", str(args.shards),
+               "--sasrec-users", str(args.sasrec_users or 0)]
     ray_step = step.endswith("-ray")
     capped = None
     if args.cap_gib:
@@ -605,6 +614,9 @@ def main() -> None:
                                                           "STEP-blockN")
     ap.add_argument("--ease-items", default="5000,10000,20000")
     ap.add_argument("--shards", type=int, default=16, help="shards of the split steps")
+    ap.add_argument("--sasrec-users", type=int, default=0, help="fit sasrec on the first N users only (the whole "
+                                                                "item table) and extrapolate the epoch; results "
+                                                                "STEP-usersN")
     ap.add_argument("--cap-gib", type=float, default=None, help="memory cap of each single-process child or Ray "
                                                                 "worker node (cgroup v1; root); results STEP-capC")
     ap.add_argument("--reuse-ease", action="store_true", help="keep EASE anchors already in the JSON")
@@ -660,7 +672,7 @@ def main() -> None:
             if step in ("eval", "batch-single", "batch-ray") and not (step_work / "als").exists():
                 entry["steps"][step] = {"status": "skipped: no ALS model", "seconds": None}
                 continue
-            if step == "sasrec-ray":  # predicted from this size's single run and the ray/single ratio below it
+            if step == "sasrec-ray" and not args.sasrec_users:  # predicted from this size's single run and the ray/single ratio below it
                 single = entry["steps"].get("sasrec-single", {})
                 lower = [results["sizes"][n]["steps"] for n in list(SIZES)[: list(SIZES).index(name)]
                          if results["sizes"].get(n, {}).get("steps", {}).get("sasrec-ray", {}).get("status") == "ok"]
@@ -684,6 +696,7 @@ def main() -> None:
                 r["extrapolated"] = f"{items:,} items / {rate:.1f} items/s (linear in items)"
             key = f"{step}-block{args.batch_block}" if step.startswith("batch") and args.batch_block != "1024" else step
             key += f"-cap{args.cap_gib:g}" if args.cap_gib else ""
+            key += f"-users{args.sasrec_users}" if args.sasrec_users and step.startswith("sasrec") else ""
             r["block"] = args.batch_block if step.startswith("batch") else None
             entry["steps"][key] = r
             save()

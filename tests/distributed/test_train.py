@@ -135,6 +135,69 @@ def test_gradients_are_averaged_across_ranks():
     assert not all(np.allclose(results[0][n], _one_step(None, start=True)[n]) for n in single)  # it moved
 
 
+@pytest.mark.parametrize("ids", ["few", "most"])
+def test_a_large_table_is_reduced_by_the_rows_touched(ids):
+    """An embedding table of 64 rows (>= sparse_min_rows): with a few rows looked up, only those rows travel,
+    with most of them the whole table does; either way both ranks reach the single process's weights."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    port = 29532 if ids == "few" else 29533
+    procs = [context.Process(target=_rank_table_step, args=(r, 2, ids, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    single, _ = _table_step(None, ids)
+    for rank in (0, 1):
+        weights, sent = results[rank]
+        for name, value in single.items():
+            np.testing.assert_allclose(weights[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+        table = 64 * 3
+        if ids == "few":  # rows 0-6 of 64: 7 rows x 3 values + the row ids, not 192 values
+            assert sent < table // 2
+        else:
+            assert sent >= table
+
+
+def _table_step(par, ids: str) -> tuple[dict[str, np.ndarray], int]:
+    """Weights after one Adam step of a bag-of-embeddings regressor on 8 examples (this rank's share)."""
+    import torch
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(64, 3)
+    head = torch.nn.Linear(3, 1)
+    params = [*table.parameters(), *head.parameters()]
+    index = np.arange(8)
+    look = torch.arange(16).reshape(8, 2) % 7 if ids == "few" else torch.arange(64).reshape(8, 8)
+    y = torch.arange(8, dtype=torch.float32)[:, None] / 8
+    mine = index if par is None else par.shard(index)
+    loss = ((head(table(look[mine]).mean(1)) - y[mine]) ** 2).mean()
+    loss.backward()
+    if par is not None:
+        par.average_gradients(params, len(mine) / len(index), float(loss))
+    torch.optim.Adam(params, lr=0.1).step()
+    weights = {"table": table.weight.detach().numpy().copy(), "head": head.weight.detach().numpy().copy()}
+    return weights, 0 if par is None else par.values_sent - 4  # less the flat buffer's flags and loss
+
+
+def _rank_table_step(rank: int, world: int, ids: str, port: int, out) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from llm4rec.training.parallel import DataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        out.put((rank, _table_step(DataParallel(rank, world, sparse_min_rows=16), ids)))
+    finally:
+        dist.destroy_process_group()
+
+
 def _one_step(par, start: bool = False) -> dict[str, np.ndarray]:
     """A linear model's weights after one Adam step on 7 examples (this rank's share under ``par``)."""
     import torch

@@ -195,7 +195,7 @@ def map_read(source: Source, read: int, shards: int, work: str | Path) -> int:
                                                         ("rating", source.has_rating)) if has]
     frame = pl.from_arrow(pq.ParquetFile(source.interactions).read_row_groups(range(first, end), columns=columns))
     frame = frame.with_columns(pl.col("user_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8))
-    for column in columns[:3]:
+    for column in columns:
         nulls = frame.get_column(column).is_null()
         if nulls.any():
             row = first_row + int(nulls.arg_max())

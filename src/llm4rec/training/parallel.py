@@ -15,7 +15,10 @@ a :class:`DataParallel`. The trainer then, on every rank:
   the gradient of the whole batch (what ``DistributedDataParallel`` computes,
   in one flat all-reduce per step; DDP's module wrapper is not used because
   the models' losses call the network several times per step and through
-  methods other than ``forward``);
+  methods other than ``forward``). A table of at least ``sparse_min_rows``
+  rows (an item embedding) sends only the rows some rank touched when they are
+  few (a sampled loss touches the batch's items and negatives, not the
+  catalogue): the same sum, a fraction of the bytes;
 - all-reduces the epoch loss and the validation metric (each rank ranks its
   share of the validation users; a model's own metric is computed on rank 0
   and broadcast), so every rank takes the same early-stopping decision;
@@ -61,12 +64,18 @@ class DataParallel:
         world: the number of processes.
         save: called after every epoch on every rank with the trainer's snapshot, or None.
         resume: the snapshot to continue from, or None for a fresh start.
+        sparse_min_rows: 2-D parameters with at least this many rows have their gradient reduced by rows
+            (see :meth:`average_gradients`).
+        values_sent: numbers (gradient values, row ids) this rank has put into collectives so far: what
+            the row-wise reduction saves shows here.
     """
 
     rank: int
     world: int
     save: Callable[[Snapshot], None] | None = None
     resume: Snapshot | None = None
+    sparse_min_rows: int = 4096
+    values_sent: int = 0
 
     @classmethod
     def from_process_group(cls, save: Callable[[Snapshot], None] | None = None,
@@ -102,6 +111,8 @@ class DataParallel:
         that got no gradient on any rank keeps ``grad=None`` (so Adam skips it,
         as it would on one process). One all-reduce of a flat float buffer:
         the gradients, a presence flag per parameter, and the weighted loss.
+        A table of at least ``sparse_min_rows`` rows is left out of it and
+        reduced by :meth:`_reduce_rows`.
         """
         import torch
         import torch.distributed as dist
@@ -110,24 +121,66 @@ class DataParallel:
         if not params:
             return loss
         device = params[0].device
-        parts = [(p.grad.reshape(-1).to(torch.float32) * weight) if p.grad is not None else
-                 torch.zeros(p.numel(), dtype=torch.float32, device=device) for p in params]
+        tall = [p.dim() == 2 and p.shape[0] >= self.sparse_min_rows for p in params]
+        parts = [torch.zeros(0, dtype=torch.float32, device=device) if t else
+                 (p.grad.reshape(-1).to(torch.float32) * weight) if p.grad is not None else
+                 torch.zeros(p.numel(), dtype=torch.float32, device=device) for p, t in zip(params, tall)]
         flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
         flat = torch.cat([*parts, flags, torch.tensor([loss * weight], dtype=torch.float32, device=device)])
         dist.all_reduce(flat)
+        self.values_sent += flat.numel()
         offset = 0
-        for i, p in enumerate(params):
-            n = p.numel()
-            if flat[-1 - len(params) + i] > 0:
+        for i, (p, t) in enumerate(zip(params, tall)):
+            n = 0 if t else p.numel()
+            if flat[-1 - len(params) + i] <= 0:
+                p.grad = None
+            elif t:
+                self._reduce_rows(p, weight)
+            else:
                 grad = flat[offset:offset + n].view_as(p).to(p.dtype)
                 if p.grad is None:
                     p.grad = grad.clone()
                 else:
                     p.grad.copy_(grad)
-            else:
-                p.grad = None
             offset += n
         return float(flat[-1])
+
+    def _reduce_rows(self, p: torch.Tensor, weight: float) -> None:
+        """``p.grad`` (rows, d) <- the sum over ranks of ``weight_r * grad_r``, sending only the rows that
+        some rank's gradient touches (nonzero) when they are under a quarter of the table, else the table.
+        Every rank makes the same calls: the choice depends only on the gathered row counts."""
+        import torch
+        import torch.distributed as dist
+
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        rows = (grad != 0).any(dim=1).nonzero().reshape(-1)
+        counts = [torch.zeros(1, dtype=torch.int64, device=p.device) for _ in range(self.world)]
+        dist.all_gather(counts, torch.tensor([len(rows)], dtype=torch.int64, device=p.device))
+        counts = [int(c) for c in counts]
+        if sum(counts) == 0:  # present but zero everywhere
+            p.grad = torch.zeros_like(p)
+            return
+        if sum(counts) * 4 >= p.shape[0]:  # dense: cheaper than gathering most row ids
+            buf = grad.to(torch.float32) * weight
+            dist.all_reduce(buf)
+            self.values_sent += buf.numel()
+            p.grad = buf.to(p.dtype)
+            return
+        longest = max(counts)
+        padded = torch.full((longest,), -1, dtype=torch.int64, device=p.device)
+        padded[: len(rows)] = rows
+        gathered = [torch.empty(longest, dtype=torch.int64, device=p.device) for _ in range(self.world)]
+        dist.all_gather(gathered, padded)
+        union = torch.unique(torch.cat(gathered))
+        union = union[union >= 0]
+        buf = grad[union].to(torch.float32) * weight
+        dist.all_reduce(buf)
+        self.values_sent += buf.numel() + longest * self.world + self.world
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        else:
+            p.grad.zero_()
+        p.grad[union] = buf.to(p.dtype)
 
     def all_sum(self, values: list[float]) -> list[float]:
         """The sums over ranks of ``values`` (float64)."""
