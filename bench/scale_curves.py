@@ -537,7 +537,7 @@ def plot(results: dict, path: Path) -> None:
                     continue
                 if r.get("status") == "ok":
                     xs.append(s["interactions"])
-                    ys.append(r[key])
+                    ys.append(r["extrapolated_epoch_seconds"] if key == "seconds" and "-users" in step else r[key])
                 else:
                     bad.append((s["interactions"], r))
             if not xs and not bad:
@@ -547,7 +547,7 @@ def plot(results: dict, path: Path) -> None:
                                           else ""))
             style = ":" if step.startswith("embed-full") else styles[mode]
             if variant:
-                label += f" ({variant})"
+                label += f" ({variant}: epoch extrapolated)" if variant.startswith("users") else f" ({variant})"
             if xs:
                 ax.plot(xs, ys, style, marker="s" if variant else "o", color=colors[family], label=label,
                         alpha=0.6 if variant else 1.0)
